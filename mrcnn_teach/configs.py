@@ -1,0 +1,134 @@
+"""Model configurations as plain data, and `build_maskrcnn` that turns one into a model.
+
+Keys use torchvision's `MaskRCNN` keyword names wherever torchvision has one (`num_classes`,
+`min_size`, `rpn_post_nms_top_n_test`, `box_score_thresh`, ...), so a user can carry settings
+between the two libraries. The rest name what torchvision decides inside its builder functions
+(`depth`, `norm`, `anchor_sizes`, `representation_size`, ...).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .anchors import AnchorGenerator
+from .backbone import ResNetBody
+from .fpn import FPN, BackboneWithFPN
+from .heads import BoxHead, BoxPredictor, MaskHead, MaskPredictor
+from .kernels import get_kernels
+from .model import MaskRCNN
+from .poolers import MultiLevelRoIAlign
+from .roi_heads import RoIHeads
+from .rpn import RegionProposalNetwork, RPNHead
+from .transform import ImageTransform
+
+# torchvision's maskrcnn_resnet50_fpn, setting for setting (COCO: 80 classes + background, with
+# the 11 unused ids of the original COCO label map kept, hence 91).
+RESNET50_FPN: dict[str, Any] = dict(
+    # backbone: frozen BN and the first two stages frozen, as for pretrained ImageNet/COCO weights
+    depth=50, norm="frozen_bn", trainable_layers=3, fpn_channels=256,
+    # transform
+    num_classes=91, min_size=800, max_size=1333,
+    image_mean=(0.485, 0.456, 0.406), image_std=(0.229, 0.224, 0.225), size_divisible=32,
+    # anchors: one size per level P2..P6 (FPN Sec. 4.1), three aspect ratios
+    anchor_sizes=((32,), (64,), (128,), (256,), (512,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5,
+    # RPN (Faster R-CNN Sec. 3.1; numbers from Detectron / torchvision)
+    rpn_pre_nms_top_n_train=2000, rpn_pre_nms_top_n_test=1000,
+    rpn_post_nms_top_n_train=2000, rpn_post_nms_top_n_test=1000,
+    rpn_nms_thresh=0.7, rpn_fg_iou_thresh=0.7, rpn_bg_iou_thresh=0.3,
+    rpn_batch_size_per_image=256, rpn_positive_fraction=0.5, rpn_score_thresh=0.0,
+    # RoI heads (Mask R-CNN Sec. 3.1: 512 RoIs per image, 1:3 positive to negative)
+    box_roi_size=7, mask_roi_size=14, roi_sampling_ratio=2,
+    box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5,
+    box_batch_size_per_image=512, box_positive_fraction=0.25,
+    bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
+    box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100,
+    representation_size=1024, mask_head_channels=(256, 256, 256, 256), mask_dim_reduced=256,
+    class_agnostic_masks=False,
+    # which NMS / RoIAlign to run: "teaching" (ours, from scratch) or "torchvision" (compiled)
+    kernels="teaching",
+)
+
+# Sized for the built-in 128x128 shapes images on a 2-core CPU, trained from scratch.
+SHAPES_TINY: dict[str, Any] = {
+    **RESNET50_FPN,
+    # From scratch, so normalisation layers must learn (frozen BN at identity statistics would
+    # leave the network unnormalised); GroupNorm does not care about the small batches.
+    "depth": 18, "norm": "gn", "trainable_layers": 5, "fpn_channels": 64,
+    "num_classes": 4, "min_size": 128, "max_size": 128,
+    # shapes are 10-60 px: anchors 8..128 px over P2..P6
+    "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+    "rpn_pre_nms_top_n_train": 500, "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_train": 300, "rpn_post_nms_top_n_test": 100,
+    "rpn_batch_size_per_image": 128,
+    "box_batch_size_per_image": 128, "box_positive_fraction": 0.25,
+    "box_detections_per_img": 20,
+    "representation_size": 256, "mask_head_channels": (64, 64, 64, 64), "mask_dim_reduced": 64,
+    "kernels": "torchvision",
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {"resnet50_fpn": RESNET50_FPN, "shapes_tiny": SHAPES_TINY}
+
+
+def get_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The named configuration with `overrides` applied; unknown names or keys raise."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose one of {sorted(CONFIGS)}")
+    cfg = copy.deepcopy(CONFIGS[name])
+    unknown = sorted(set(overrides) - set(cfg))
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for config {name!r}; valid keys: {sorted(cfg)}")
+    cfg.update(overrides)
+    return cfg
+
+
+def build_maskrcnn(name: str = "resnet50_fpn", **overrides: Any) -> MaskRCNN:
+    """Build a Mask R-CNN from a named config. Example: `build_maskrcnn("resnet50_fpn", num_classes=3)`."""
+    return build_from_config(get_config(name, **overrides))
+
+
+def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
+    kernels = get_kernels(cfg["kernels"])
+    if len(cfg["anchor_sizes"]) != len(cfg["aspect_ratios"]):
+        raise ValueError("anchor_sizes and aspect_ratios need one entry per pyramid level (P2..P6)")
+
+    body = ResNetBody(depth=cfg["depth"], norm=cfg["norm"], trainable_layers=cfg["trainable_layers"])
+    fpn = FPN(body.out_channels, cfg["fpn_channels"])
+    backbone = BackboneWithFPN(body, fpn)
+    channels = backbone.out_channels
+
+    anchor_generator = AnchorGenerator(cfg["anchor_sizes"], cfg["aspect_ratios"])
+    rpn = RegionProposalNetwork(
+        anchor_generator,
+        RPNHead(channels, anchor_generator.num_anchors_per_location()[0]),
+        fg_iou_thresh=cfg["rpn_fg_iou_thresh"], bg_iou_thresh=cfg["rpn_bg_iou_thresh"],
+        batch_size_per_image=cfg["rpn_batch_size_per_image"], positive_fraction=cfg["rpn_positive_fraction"],
+        pre_nms_top_n_train=cfg["rpn_pre_nms_top_n_train"], pre_nms_top_n_test=cfg["rpn_pre_nms_top_n_test"],
+        post_nms_top_n_train=cfg["rpn_post_nms_top_n_train"], post_nms_top_n_test=cfg["rpn_post_nms_top_n_test"],
+        nms_thresh=cfg["rpn_nms_thresh"], score_thresh=cfg["rpn_score_thresh"], kernels=kernels,
+    )
+
+    box_size, mask_size = cfg["box_roi_size"], cfg["mask_roi_size"]
+    roi_heads = RoIHeads(
+        box_roi_align=MultiLevelRoIAlign(box_size, cfg["roi_sampling_ratio"], kernels=kernels),
+        box_head=BoxHead(channels, box_size, cfg["representation_size"]),
+        box_predictor=BoxPredictor(cfg["representation_size"], cfg["num_classes"]),
+        mask_roi_align=MultiLevelRoIAlign(mask_size, cfg["roi_sampling_ratio"], kernels=kernels),
+        mask_head=MaskHead(channels, tuple(cfg["mask_head_channels"])),
+        mask_predictor=MaskPredictor(
+            cfg["mask_head_channels"][-1], cfg["num_classes"], cfg["mask_dim_reduced"],
+            class_agnostic=cfg["class_agnostic_masks"],
+        ),
+        fg_iou_thresh=cfg["box_fg_iou_thresh"], bg_iou_thresh=cfg["box_bg_iou_thresh"],
+        batch_size_per_image=cfg["box_batch_size_per_image"], positive_fraction=cfg["box_positive_fraction"],
+        bbox_reg_weights=tuple(cfg["bbox_reg_weights"]),
+        score_thresh=cfg["box_score_thresh"], nms_thresh=cfg["box_nms_thresh"],
+        detections_per_img=cfg["box_detections_per_img"], kernels=kernels,
+    )
+
+    transform = ImageTransform(
+        cfg["min_size"], cfg["max_size"], cfg["image_mean"], cfg["image_std"], cfg["size_divisible"]
+    )
+    model = MaskRCNN(backbone, rpn, roi_heads, transform)
+    model.config = dict(cfg)  # kept so checkpoints can rebuild the same model
+    return model
