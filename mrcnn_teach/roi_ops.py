@@ -21,20 +21,45 @@ cells. A bin's value is the average of its samples. The paper reports that this 
 mask accuracy by 10% to 50% relative, more under stricter IoU and on coarser maps (Sec. 3,
 Table 2c and 2d).
 
-Both functions reproduce torchvision's CPU kernels exactly (same positions, same border rules),
-and both are written as one *weighted gather*: every output value is a sum (RoIAlign) or a max
-(RoIPool) over a fixed-size, padded list of "taps" -- (flat index into the feature map, weight or
-validity) -- so there is no Python loop over RoIs, bins or samples. The feature map is read in
-channels-last layout, so one tap fetches a whole C-vector.
+Both functions reproduce torchvision's CPU kernels exactly (same positions, same border rules)
+and are vectorised: there is no Python loop over RoIs, bins or samples. The feature map is read in
+channels-last layout, so one index fetches a whole C-vector.
+
+**RoIPool** is a masked gather: every output value is the max over a fixed-size, padded list of
+cells (flat index into the feature map, validity).
+
+**RoIAlign is separable**, and that is how it is computed here. The sample points of one RoI lie on
+an axis-aligned grid: a sample's y depends only on its bin row and sample row, its x only on its bin
+column and sample column. Bilinear interpolation gives cell (y, x) the weight (weight of row y) x
+(weight of column x), and torchvision's border rules factor the same way: a sample reads 0 when
+y < -1 or y > H, or x < -1 or x > W -- a product valid_y * valid_x -- while clamping at 0 and the
+last-cell rule act on one coordinate at a time. Last, a bin's mean over grid_h x grid_w samples is
+the mean over its sample rows times the mean over its sample columns. So for RoI n and channel c::
+
+    pooled[n, c] = A_n @ F[b_n, c][rows_n][:, cols_n] @ B_n^T      # (ph, Sh) @ (Sh, Sw) @ (Sw, pw)
+
+rows_n are the Sh rows of the map that the RoI's samples read (its *support* along y), and row p of
+A_n holds, for each of them, the mean bilinear weight that the samples of bin row p put on it;
+cols_n and B_n are the same along x. The windows F[b_n][rows_n][:, cols_n] of all RoIs are gathered
+by one index operation, the rest is two batched matrix products, and autograd turns the gather
+into a scatter-add for the backward pass.
+
+Why bother: sample by sample, a 7x7 output with 2x2 samples per bin reads 4 cells per sample, 784
+C-vectors per RoI, even when the RoI covers 5x5 cells. The support holds each cell once -- at most
+2 * ph * grid_h rows, and never more than the rows the RoI spans -- and the weighting becomes dense
+matrix products.
 """
 
 import torch
 from torch import Tensor
 
-# Upper bound on the number of feature values gathered at once (64 M floats = 256 MB). RoIs are
-# processed in chunks that respect it: a memory guard, not a per-RoI loop (1000 RoIs x 256
-# channels x 7x7 bins x 16 taps, the FPN box head's case, is 4 chunks).
+# Upper bound on the number of feature values RoIPool gathers at once (64 M floats = 256 MB). RoIs
+# are processed in chunks that respect it: a memory guard, not a per-RoI loop.
 _CHUNK_ELEMENTS = 2**26
+# RoIAlign gathers its windows in runs of at most this many values (8 M floats = 32 MB): a memory
+# guard. Much smaller runs make the backward pass slower (every run costs one zero-filled copy of
+# the feature map there); larger ones gain nothing.
+_GATHER_ELEMENTS = 2**23
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,10 +136,6 @@ def _flat_index(batch: Tensor, rows: Tensor, cols: Tensor, height: int, width: i
 def _bilinear_taps(start: Tensor, length: Tensor, pooled: int, grid: Tensor, grid_max: int, size: int):
     """The bilinear taps along one axis (rows or columns) for every RoI, bin and sample point.
 
-    Bilinear interpolation is separable: the weight of cell (y, x) for a sample at (sy, sx) is
-    (weight of row y for sy) * (weight of column x for sx). So each axis is handled on its own here,
-    and RoIAlign combines the two.
-
     start, length: (K,) the RoI's first coordinate and extent on this axis, in feature cells.
     grid: (K,) samples per bin on this axis (differs per RoI when adaptive); grid_max: pad to this.
     size: the feature map's extent on this axis (H or W).
@@ -162,33 +183,94 @@ def _sampling_grid(height_roi: Tensor, width_roi: Tensor, pooled_h: int, pooled_
     return grid_h, grid_w
 
 
-def _roi_align_chunk(table, batch, start_y, start_x, height_roi, width_roi, grid_h, grid_w, size, pooled):
-    """RoIAlign for a chunk of k RoIs (all arguments (k,) but table, size=(H, W), pooled=(ph, pw)) -> (k, ph*pw, C)."""
-    (height, width), (pooled_h, pooled_w) = size, pooled
-    k = batch.shape[0]
-    count = (grid_h * grid_w).clamp(min=1)  # (k,)  samples averaged per bin
-    grid_h_max = int(grid_h.max()) if k > 0 else 1
-    grid_w_max = int(grid_w.max()) if k > 0 else 1
+def _interpolation_matrix(start: Tensor, length: Tensor, pooled: int, grid: Tensor, size: int):
+    """One axis of RoIAlign as a small matrix per RoI: (K,) geometry, K >= 1 -> cells (K, S), count (K,), matrix (K, pooled, S).
 
-    row_index, row_weight = _bilinear_taps(start_y, height_roi, pooled_h, grid_h, grid_h_max, height)  # (k, ph, gh, 2) x2
-    col_index, col_weight = _bilinear_taps(start_x, width_roi, pooled_w, grid_w, grid_w_max, width)  # (k, pw, gw, 2) x2
+    cells[n, :count[n]] lists, in increasing order, the cells of this axis (rows or columns) that
+    RoI n's samples read with a non-zero weight: the RoI's *support* (the rest of the row is
+    padding). matrix[n, p, s] is the weight with which bin p reads cell cells[n, s]: the bilinear
+    weights of the bin's samples on that cell, summed and divided by the samples per bin on this axis.
+    """
+    k = start.shape[0]
+    grid_max = max(1, int(grid.max()))
+    index, weight = _bilinear_taps(start, length, pooled, grid, grid_max, size)  # (K, P, G, 2) x2
+    index, weight = index.view(k, -1), weight.view(k, -1)  # (K, T)  T = P*G*2 taps per RoI
 
-    # Every output bin (ph, pw) averages gh*gw samples, each a 2x2 bilinear stencil: combine the row
-    # taps and the column taps by broadcasting (dims: k, ph, pw, [gh, 2], [gw, 2]).
-    rows = row_index.view(k, pooled_h, 1, grid_h_max * 2, 1)  # (k, ph, 1, gh*2, 1)
-    cols = col_index.view(k, 1, pooled_w, 1, grid_w_max * 2)  # (k, 1, pw, 1, gw*2)
-    flat = _flat_index(batch, rows, cols, height, width)  # (k, ph, pw, gh*2, gw*2)
-    weight = (
-        row_weight.view(k, pooled_h, 1, grid_h_max * 2, 1)
-        * col_weight.view(k, 1, pooled_w, 1, grid_w_max * 2)
-        / count.view(k, 1, 1, 1, 1).to(table.dtype)
-    )  # (k, ph, pw, gh*2, gw*2)
+    # The support: mark the cells that some tap reads with a non-zero weight, then number them.
+    # (Taps that read nothing -- padding samples, samples off the map, frac = 0 -- mark a spare cell.)
+    used = torch.zeros(k, size + 1, dtype=torch.bool, device=index.device)  # (K, size + 1)
+    used = used.scatter_(1, torch.where(weight != 0, index, size), True)[:, :size]  # (K, size)
+    count = used.sum(dim=1)  # (K,)  cells in the support
+    support = max(1, int(count.max()))  # S: every RoI's list is padded to the longest
+    position = torch.arange(size, device=index.device).expand(k, size)  # (K, size)
+    cells = torch.where(used, position, size).sort(dim=1).values[:, :support].clamp(max=size - 1)  # (K, S)
+    column = (used.cumsum(dim=1) - 1).gather(1, index).clamp(min=0)  # (K, T)  each tap's cell's place in the list
 
-    taps = 4 * grid_h_max * grid_w_max
-    # index_select is the fastest gather on CPU (a plain table[flat] gives the same result).
-    values = table.index_select(0, flat.reshape(-1)).view(k, pooled_h * pooled_w, taps, table.shape[1])  # (k, ph*pw, taps, C)
-    # One weighted sum per bin, as a batched (1 x taps) @ (taps x C) product.
-    return (weight.reshape(k, pooled_h * pooled_w, 1, taps) @ values).squeeze(-2)  # (k, ph*pw, C)
+    # Each tap adds its weight to its bin's row, in its cell's column (a padding column gets 0).
+    # torchvision divides a bin's sum by count = grid_h * grid_w; the count factorises, so each
+    # axis divides by its own grid (at least 1: a RoI with no samples pools to 0, not 0/0).
+    share = (weight / grid.clamp(min=1)[:, None].to(weight.dtype)).view(k, pooled, -1)  # (K, P, 2G)
+    matrix = weight.new_zeros(k, pooled, support).scatter_add_(2, column.view(k, pooled, -1), share)  # (K, P, S)
+    return cells, count, matrix
+
+
+def _ladder(size: Tensor) -> Tensor:
+    """Round support sizes up to 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... (steps of at most 1.5x): (K,) -> (K,)."""
+    exponent = torch.frexp(size.clamp(min=1).float()).exponent  # (K,)  size = mantissa * 2**exponent, mantissa in [0.5, 1)
+    step = 2 ** (exponent - 2).clamp(min=0)  # (K,)  half the largest power of two <= size (at least 1)
+    return (size + step - 1) // step * step  # (K,)
+
+
+def _support_groups(count_h: Tensor, count_w: Tensor, max_cells: int) -> tuple[Tensor, list[tuple[int, int, int, int]]]:
+    """Sort the RoIs into groups with supports of about the same size: -> order (K,), [(start, stop, Sh, Sw), ...].
+
+    Group i is the RoIs order[start:stop]; Sh, Sw are the largest supports among them. A batched
+    matrix product needs one window shape for the whole batch, and padding every RoI to the
+    largest support would gather mostly padding for the small ones, so RoIs are bucketed by their
+    support rounded up on a ladder of sizes. No group holds more than max_cells window cells.
+    """
+    height_key, width_key = _ladder(count_h), _ladder(count_w)  # (K,), (K,)
+    bucket, order = (height_key * (int(width_key.max()) + 1) + width_key).sort()  # (K,), (K,)
+    _, which, sizes = torch.unique_consecutive(bucket, return_inverse=True, return_counts=True)  # (K,), (n,)
+    largest_h = count_h.new_ones(len(sizes)).scatter_reduce_(0, which, count_h[order], "amax")  # (n,)
+    largest_w = count_w.new_ones(len(sizes)).scatter_reduce_(0, which, count_w[order], "amax")  # (n,)
+    groups, start = [], 0
+    for size, support_h, support_w in zip(sizes.tolist(), largest_h.tolist(), largest_w.tolist()):
+        step = max(1, max_cells // (support_h * support_w))
+        groups += [(first, min(first + step, start + size), support_h, support_w)
+                   for first in range(start, start + size, step)]
+        start += size
+    return order, groups
+
+
+def _runs(groups: list, max_cells: int):
+    """Consecutive groups, cut into runs of at most max_cells window cells (at least one group each)."""
+    run, cells = [], 0
+    for group in groups:
+        start, stop, support_h, support_w = group
+        group_cells = (stop - start) * support_h * support_w
+        if run and cells + group_cells > max_cells:
+            yield run
+            run, cells = [], 0
+        run.append(group)
+        cells += group_cells
+    if run:
+        yield run
+
+
+def _separable_pool(window: Tensor, row_matrix: Tensor, col_matrix: Tensor) -> Tensor:
+    """The heart of RoIAlign, pooled = row_matrix @ window @ col_matrix^T for every RoI and channel.
+
+    window (k, Sh, Sw, C) the features on each RoI's support; row_matrix (k, ph, Sh);
+    col_matrix (k, pw, Sw) -> (k, C, ph, pw). Two batched matrix products, one per axis.
+    """
+    k, support_h, support_w, channels = window.shape
+    pooled_h, pooled_w = row_matrix.shape[1], col_matrix.shape[1]
+    along_y = torch.bmm(row_matrix, window.view(k, support_h, support_w * channels))  # (k, ph, Sw*C)  rows summed
+    along_y = along_y.view(k, pooled_h, support_w, channels).permute(0, 3, 1, 2)  # (k, C, ph, Sw)
+    along_y = along_y.reshape(k, channels * pooled_h, support_w)  # (k, C*ph, Sw)  a copy: C moves to the front
+    pooled = torch.bmm(along_y, col_matrix.transpose(1, 2))  # (k, C*ph, pw)  columns summed
+    return pooled.view(k, channels, pooled_h, pooled_w)  # (k, C, ph, pw)
 
 
 def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
@@ -199,11 +281,15 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, sam
     sampling_ratio: sample points per bin side; <= 0 means adaptive, ceil(roi_size / output_size).
     aligned: shift the box by -0.5 cell so that samples sit on pixel centres (see the comment in the body).
     Differentiable with respect to ``input`` (not to the boxes, like torchvision).
+
+    Computed in the separable form explained at the top of this file: per RoI, an interpolation
+    matrix for each axis, one gather of the RoI's window, two batched matrix products.
     """
     pooled_h, pooled_w = _pair(output_size)
     rois = _as_rois(input, boxes, "roi_align")  # (K, 5)
     _, channels, height, width = input.shape
-    table = _channels_last_table(input)  # (B*H*W, C)
+    if rois.shape[0] == 0:  # still a function of input, like torchvision's, so that backward() works
+        return input.reshape(-1)[:0].view(0, channels, pooled_h, pooled_w)  # (0, C, ph, pw)
 
     # The RoI on the feature map, in continuous coordinates: scaled, never rounded (Sec. 3).
     # aligned=True moves it by half a cell, so that image pixel centres x + 0.5 land on feature cell
@@ -220,19 +306,34 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, sam
         height_roi = height_roi.clamp(min=1.0)  # (K,)
     grid_h, grid_w = _sampling_grid(height_roi, width_roi, pooled_h, pooled_w, sampling_ratio)  # (K,), (K,)
 
-    # Chunk size from the largest grid; + 2 per tap for the index and weight (they matter when C is small).
-    max_taps = 4 * (int(grid_h.max()) if len(rois) else 1) * (int(grid_w.max()) if len(rois) else 1)
-    per_roi = pooled_h * pooled_w * max_taps * (channels + 2)
-    geometry = (batch, start_y, start_x, height_roi, width_roi, grid_h, grid_w)  # 7 x (K,)
-    pooled = torch.cat(
-        [
-            _roi_align_chunk(table, *(t[c] for t in geometry), (height, width), (pooled_h, pooled_w))
-            for c in _chunks(rois.shape[0], per_roi)
-        ],
-        dim=0,
-    )  # (K, ph*pw, C)
-    # contiguous() so callers can .view() the result, as they can torchvision's.
-    return pooled.view(-1, pooled_h, pooled_w, channels).permute(0, 3, 1, 2).contiguous()  # (K, C, ph, pw)
+    rows, count_h, row_matrix = _interpolation_matrix(start_y, height_roi, pooled_h, grid_h, height)  # (K, Sh), (K,), (K, ph, Sh)
+    cols, count_w, col_matrix = _interpolation_matrix(start_x, width_roi, pooled_w, grid_w, width)  # (K, Sw), (K,), (K, pw, Sw)
+
+    # contiguous(): for a single image, permute + reshape would be a strided view, slow to gather from.
+    table = input.permute(0, 2, 3, 1).contiguous().view(-1, channels)  # (B*H*W, C)
+    max_cells = max(1, _GATHER_ELEMENTS // channels)
+    order, groups = _support_groups(count_h, count_w, max_cells)  # (K,), [(start, stop, Sh, Sw), ...]
+    # Put the RoIs in group order once, so that every group below is a slice.
+    row_matrix, col_matrix, cols = row_matrix[order], col_matrix[order], cols[order]  # (K, ph, Sh), (K, pw, Sw), (K, Sw)
+    # Cell (rows[n, s], cols[n, t]) of image batch[n] is row row_start[n, s] + cols[n, t] of the table.
+    row_start = (batch[order, None] * height + rows[order]) * width  # (K, Sh)
+
+    pooled = []
+    # One index_select gathers the windows of a whole run of groups, so that the backward pass
+    # (index_add into a zero table) costs one table per run, not one per group. In a run, (a, b, h, w)
+    # is a group: the RoIs a..b-1 in group order, with windows of h x w cells.
+    for run in _runs(groups, max_cells):
+        flat = torch.cat([
+            (row_start[a:b, :h, None] + cols[a:b, None, :w]).flatten() for a, b, h, w in run
+        ])  # (cells,)  the table row of every window cell, group after group
+        values = table.index_select(0, flat)  # (cells, C)
+        # (A run of one group skips split(): its backward would copy the whole gradient once more.)
+        windows = values.split([(b - a) * h * w for a, b, h, w in run]) if len(run) > 1 else [values]
+        pooled += [
+            _separable_pool(window.view(b - a, h, w, channels), row_matrix[a:b, :, :h], col_matrix[a:b, :, :w])
+            for (a, b, h, w), window in zip(run, windows)
+        ]  # (k, C, ph, pw) per group
+    return torch.cat(pooled).index_select(0, torch.argsort(order))  # (K, C, ph, pw)  back in input order
 
 
 # ---------------------------------------------------------------------------------------------

@@ -74,12 +74,112 @@ def test_roi_align_input_gradient_matches_torchvision(features, sampling_ratio, 
     assert grads[0].abs().sum() > 0
 
 
+def _support_sizes(rois, spatial_scale, sampling_ratio, output_size=(3, 4), size=(10, 12)):
+    """count_h, count_w of roi_align's supports for rois (aligned=False) on a map of `size`."""
+    start = rois[:, 1:3] * spatial_scale  # (K, 2)  x1, y1
+    extent = (rois[:, 3:5] * spatial_scale - start).clamp(min=1.0)  # (K, 2)  w, h
+    grid_h, grid_w = roi_ops._sampling_grid(extent[:, 1], extent[:, 0], *output_size, sampling_ratio)
+    _, count_h, _ = roi_ops._interpolation_matrix(start[:, 1], extent[:, 1], output_size[0], grid_h, size[0])
+    _, count_w, _ = roi_ops._interpolation_matrix(start[:, 0], extent[:, 0], output_size[1], grid_w, size[1])
+    return count_h, count_w
+
+
 def test_roi_align_chunking_gives_same_result(features, monkeypatch):
     rois = make_rois(30, 2, seed=5)
-    whole = roi_align(features, rois, (3, 4), 0.5, -1)
-    monkeypatch.setattr(roi_ops, "_CHUNK_ELEMENTS", 500)  # forces one RoI or a few per chunk
-    torch.testing.assert_close(roi_align(features, rois, (3, 4), 0.5, -1), whole, rtol=0, atol=0)
+    upstream = torch.randn(30, 3, 3, 4, generator=torch.Generator().manual_seed(9))  # (K, C, 3, 4)
+
+    def pooled_and_grad():
+        x = features.clone().requires_grad_(True)
+        out = roi_align(x, rois, (3, 4), 0.5, -1)
+        (out * upstream).sum().backward()
+        return out.detach(), x.grad
+
+    whole, whole_grad = pooled_and_grad()
+    _, groups = roi_ops._support_groups(*_support_sizes(rois, 0.5, -1), 10**6)
+    assert len(list(roi_ops._runs(groups, 10**6))) == 1  # unpatched: one gather for all RoIs
+    monkeypatch.setattr(roi_ops, "_GATHER_ELEMENTS", 100)  # runs of one RoI or a few: many gathers
+    monkeypatch.setattr(roi_ops, "_CHUNK_ELEMENTS", 500)  # forces one RoI or a few per chunk (RoIPool)
+    chunked, chunked_grad = pooled_and_grad()
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked, torchvision.ops.roi_align(features, rois, (3, 4), 0.5, -1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(roi_pool(features, rois, (3, 4), 0.5), torchvision.ops.roi_pool(features, rois, (3, 4), 0.5))
+
+
+def test_roi_align_is_two_matrix_products_per_roi():
+    # The separable form written out densely for one RoI: pooled = A @ F @ B^T, where A (ph, H) and
+    # B (pw, W) hold the interpolation matrices' weights in the columns of their support cells.
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(1, 2, 9, 11, generator=g, dtype=torch.float64)  # (1, C, H, W)
+    roi = torch.tensor([[0.0, 1.3, -0.6, 8.9, 7.2]], dtype=torch.float64)  # starts above the map
+    pooled_h, pooled_w, ratio = 3, 4, 2
+    start_x, start_y, width_roi, height_roi = roi[:, 1], roi[:, 2], roi[:, 3] - roi[:, 1], roi[:, 4] - roi[:, 2]
+    grid = torch.tensor([ratio])
+    rows, count_h, row_matrix = roi_ops._interpolation_matrix(start_y, height_roi, pooled_h, grid, 9)
+    cols, count_w, col_matrix = roi_ops._interpolation_matrix(start_x, width_roi, pooled_w, grid, 11)
+    A = torch.zeros(pooled_h, 9, dtype=torch.float64).index_add_(1, rows[0], row_matrix[0])  # (ph, H)
+    B = torch.zeros(pooled_w, 11, dtype=torch.float64).index_add_(1, cols[0], col_matrix[0])  # (pw, W)
+    by_hand = A @ x[0] @ B.T  # (C, ph, pw)
+    theirs = torchvision.ops.roi_align(x, roi, (pooled_h, pooled_w), 1.0, ratio, False)[0]
+    torch.testing.assert_close(by_hand, theirs, rtol=1e-12, atol=1e-12)
+    ours = roi_align(x, roi, (pooled_h, pooled_w), 1.0, ratio, False)[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    # Each row of A is a mean of bilinear weights: it sums to 1, as no sample of this RoI leaves the map.
+    torch.testing.assert_close(A.sum(dim=1), torch.ones(pooled_h, dtype=torch.float64))
+    # The support lists each cell once, in order. Samples at y = 0.05, 1.35, 2.65, 3.95, 5.25, 6.55
+    # read rows 0..7 (12 taps, 8 rows); x = 1.775, 2.725, ..., 8.425 read columns 1..9 (16 taps, 9 columns).
+    assert rows[0].tolist() == list(range(8)) and count_h.item() == 8
+    assert cols[0].tolist() == list(range(1, 10)) and count_w.item() == 9
+
+
+def test_roi_align_support_is_at_most_the_samples_or_the_roi():
+    # A RoI over a whole 60-row map, sampled 2 per bin into 7 bins, reads 2 x 2 x 7 = 28 rows, not 60
+    # (adaptive sampling, 9 per bin, does read all 60). A 5-row RoI reads at most its rows and the
+    # one below, however densely it is sampled, not 2 x 2 x 7 or 2 x 1 x 7.
+    start, length = torch.tensor([0.0, 10.0]), torch.tensor([59.0, 5.0])  # (2,) x2
+    for ratio, big_roi_rows in [(2, 28), (-1, 60)]:
+        grid = roi_ops._sampling_grid(length, length, 7, 7, ratio)[0]  # (2,)
+        _, count, matrix = roi_ops._interpolation_matrix(start, length, 7, grid, 60)
+        assert count[0].item() == big_roi_rows and count[1].item() <= 5 + 1
+        torch.testing.assert_close(matrix.sum(dim=2), torch.ones(2, 7))  # each bin's weights sum to 1
+
+
+@pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, False), (-1, True), (3, True)])
+def test_roi_align_mixed_sizes_many_groups(sampling_ratio, aligned):
+    # RoIs from a fraction of a cell to larger than the map, on several images: many support groups.
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 4, 30, 36, generator=g)  # (B, C, H, W)
+    size = torch.rand(80, 2, generator=g) ** 2 * 90  # (K, 2)  mostly small, some huge (image is 60 x 72)
+    xy = torch.rand(80, 2, generator=g) * 80 - 10  # (K, 2)
+    batch = torch.randint(0, 3, (80, 1), generator=g).float()  # (K, 1)
+    rois = torch.cat([batch, xy, xy + size], dim=1)  # (K, 5)
+    count_h, count_w = _support_sizes(rois, 0.5, sampling_ratio, (7, 5), (30, 36))
+    assert len(roi_ops._support_groups(count_h, count_w, 10**6)[1]) > 5
+    upstream = torch.randn(80, 4, 7, 5, generator=g)  # (K, C, 7, 5)
+    outs, grads = [], []
+    for op in (roi_align, torchvision.ops.roi_align):
+        xg = x.clone().requires_grad_(True)
+        out = op(xg, rois, (7, 5), 0.5, sampling_ratio, aligned)
+        (out * upstream).sum().backward()
+        outs.append(out)
+        grads.append(xg.grad)
+    assert outs[0].is_contiguous()
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_float64_and_strided_inputs(features):
+    rois = make_rois(25, 2, seed=12)
+    x64 = features.double()  # (B, C, H, W)
+    for aligned in (False, True):
+        ours = roi_align(x64, rois.double(), (3, 4), 0.5, -1, aligned)
+        theirs = torchvision.ops.roi_align(x64, rois.double(), (3, 4), 0.5, -1, aligned)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    # A single image (its channels-last table is a strided view), channels_last memory and a strided slice.
+    for x in (features[:1], features.to(memory_format=torch.channels_last), features[:, :, ::2, 1:]):
+        boxes = rois[rois[:, 0] < x.shape[0]]  # (K', 5)
+        theirs = torchvision.ops.roi_align(x, boxes, 2, 0.5, 2)
+        torch.testing.assert_close(roi_align(x, boxes, 2, 0.5, 2), theirs, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 0.25, 1 / 3])
