@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help=f"metrics JSON file (default: {METRICS_NAME} next to the checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--kernels", choices=("teaching", "torchvision"), default=None)
+    p.add_argument("--kernels", choices=("teaching", "torchvision", "mixed"), default=None)
 
     p = sub.add_parser("predict", help="draw a checkpoint's detections on images")
     p.add_argument("--checkpoint", required=True)
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for NAME.png pictures")
     p.add_argument("--score-thresh", type=float, default=0.5)
     p.add_argument("--device", default="auto")
-    p.add_argument("--kernels", choices=("teaching", "torchvision"), default=None)
+    p.add_argument("--kernels", choices=("teaching", "torchvision", "mixed"), default=None)
 
     p = sub.add_parser("demo", help="train shapes_tiny, evaluate, draw predictions and losses")
     p.add_argument("--out", default="runs/demo")
@@ -93,7 +93,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--data", default=None, help="COCO dir (images/ + annotations.json); default: built-in shapes")
     p.add_argument("--val-data", default=None, help="COCO dir to evaluate on (default: hold out images of --data)")
-    p.add_argument("--kernels", choices=("teaching", "torchvision"), default=None)
+    p.add_argument("--kernels", choices=("teaching", "torchvision", "mixed"), default=None)
     p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any TrainConfig field, e.g. --set train_images=200 --set \"model_overrides={'min_size': 96}\"")
 

@@ -4,7 +4,8 @@ The detector calls NMS and RoIAlign through a ``Kernels`` bundle instead of impo
 directly. With ``TEACHING`` it runs the from-scratch, vectorised PyTorch code of this package
 (``nms.py``, ``roi_ops.py``) -- the code the notebooks explain. With ``TORCHVISION`` it runs
 torchvision's C++/CUDA kernels, which compute the same results (the tests check this) much
-faster. ``MaskRCNN.set_kernels(name)`` swaps the bundle on every submodule that has one.
+faster. ``MIXED`` takes the faster of each on a CPU: torchvision's NMS and our RoIAlign.
+``MaskRCNN.set_kernels(name)`` swaps the bundle on every submodule that has one.
 """
 
 from dataclasses import dataclass
@@ -28,12 +29,16 @@ class Kernels:
 
 TEACHING = Kernels("teaching", _nms.nms, _nms.batched_nms, _roi_ops.roi_align)
 TORCHVISION = Kernels("torchvision", torchvision.ops.nms, torchvision.ops.batched_nms, torchvision.ops.roi_align)
+# The fastest set for training on a CPU: torchvision's compiled greedy NMS, but this package's
+# RoIAlign, whose windowed separable form (two small matrix products per RoI, see roi_ops.py) runs
+# forward + backward several times faster than torchvision's CPU kernel (benchmarks/README.md).
+MIXED = Kernels("mixed", torchvision.ops.nms, torchvision.ops.batched_nms, _roi_ops.roi_align)
 
-_BY_NAME = {k.name: k for k in (TEACHING, TORCHVISION)}
+_BY_NAME = {k.name: k for k in (TEACHING, TORCHVISION, MIXED)}
 
 
 def get_kernels(name_or_kernels) -> Kernels:
-    """"teaching" | "torchvision" | a Kernels instance (returned as is) -> Kernels."""
+    """"teaching" | "torchvision" | "mixed" | a Kernels instance (returned as is) -> Kernels."""
     if isinstance(name_or_kernels, Kernels):
         return name_or_kernels
     if isinstance(name_or_kernels, str) and name_or_kernels in _BY_NAME:

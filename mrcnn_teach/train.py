@@ -62,7 +62,7 @@ class TrainConfig:
     # --- the model: a name for mrcnn_teach.build_maskrcnn, plus keyword overrides
     model: str = "shapes_tiny"
     model_overrides: dict[str, Any] = field(default_factory=dict)
-    kernels: str | None = None  # "teaching" | "torchvision"; None keeps the model config's choice
+    kernels: str | None = None  # "teaching" | "torchvision" | "mixed"; None keeps the model config's choice
     # --- data: a COCO directory (images/ + annotations.json), or None for the built-in shapes
     data: str | None = None
     val_data: str | None = None  # COCO dir to evaluate on; None: hold out val_images of `data`
@@ -118,8 +118,8 @@ class TrainConfig:
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
             (0.0 <= self.hflip <= 1.0, f"hflip is a probability, got {self.hflip}"),
-            (self.kernels in (None, "teaching", "torchvision"),
-             f"kernels must be 'teaching' or 'torchvision', got {self.kernels!r}"),
+            (self.kernels in (None, "teaching", "torchvision", "mixed"),
+             f"kernels must be 'teaching', 'torchvision' or 'mixed', got {self.kernels!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -140,9 +140,10 @@ def test_inference_matches_torchvision_stage_by_stage():
 
 
 @pytest.mark.slow
-def test_inference_matches_with_torchvision_kernels():
+@pytest.mark.parametrize("kernels", ["torchvision", "mixed"])
+def test_inference_matches_with_other_kernels(kernels):
     tv, ours = make_pair(box_score_thresh=0.01, **SMALL)
-    ours.set_kernels("torchvision")
+    ours.set_kernels(kernels)
     images, _ = make_batch(seed=2)
     compare_inference(tv, ours, images)
 
