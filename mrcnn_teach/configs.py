@@ -14,7 +14,7 @@ from typing import Any
 from .anchors import AnchorGenerator
 from .backbone import ResNetBody
 from .fpn import FPN, BackboneWithFPN
-from .heads import BoxHead, BoxPredictor, MaskHead, MaskPredictor
+from .heads import BoxHead, BoxPredictor, ConvFCBoxHead, MaskHead, MaskPredictor
 from .kernels import get_kernels
 from .model import MaskRCNN
 from .poolers import MultiLevelRoIAlign
@@ -45,7 +45,10 @@ RESNET50_FPN: dict[str, Any] = dict(
     box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100,
     representation_size=1024, mask_head_channels=(256, 256, 256, 256), mask_dim_reduced=256,
     class_agnostic_masks=False,
-    # which NMS / RoIAlign to run: "teaching" (ours, from scratch) or "torchvision" (compiled)
+    # box head: "2fc" (the paper's) or "4conv1fc" (box_head_conv_channels, then one fc); head_norm:
+    # None (the paper's) or "gn"/"bn" after every conv of the mask head and of a 4conv1fc box head
+    box_head="2fc", box_head_conv_channels=(256, 256, 256, 256), head_norm=None,
+    # which NMS / RoIAlign to run: "teaching" (ours), "torchvision" (compiled) or "mixed"
     kernels="teaching",
 )
 
@@ -65,8 +68,14 @@ SHAPES_TINY: dict[str, Any] = {
     # backward (the costliest op of a CPU step) scales with the RoI count (0.70 -> 0.55 s/step).
     "box_batch_size_per_image": 64, "box_positive_fraction": 0.25,
     "box_detections_per_img": 20,
-    "representation_size": 256, "mask_head_channels": (64, 64, 64, 64), "mask_dim_reduced": 64,
-    "kernels": "torchvision",
+    # Heads for training from scratch ("Rethinking ImageNet Pre-training", He et al. 2018): a
+    # 4conv1fc box head and GroupNorm after every head conv. Narrow convs (32) keep them cheap; the
+    # classifier gets a 1024-d representation (square vs circle vs triangle is the hard part).
+    # On the shapes budget this lifted mask AP50 from 0.86 to 0.92 (benchmarks/README.md).
+    "box_head": "4conv1fc", "box_head_conv_channels": (32, 32, 32, 32), "head_norm": "gn",
+    "representation_size": 1024, "mask_head_channels": (32, 32, 32, 32), "mask_dim_reduced": 32,
+    # torchvision's compiled NMS + our RoIAlign: the fastest pair for a CPU training step
+    "kernels": "mixed",
 }
 
 CONFIGS: dict[str, dict[str, Any]] = {"resnet50_fpn": RESNET50_FPN, "shapes_tiny": SHAPES_TINY}
@@ -111,12 +120,19 @@ def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
     )
 
     box_size, mask_size = cfg["box_roi_size"], cfg["mask_roi_size"]
+    if cfg["box_head"] == "2fc":
+        box_head = BoxHead(channels, box_size, cfg["representation_size"])
+    elif cfg["box_head"] == "4conv1fc":
+        box_head = ConvFCBoxHead(channels, box_size, tuple(cfg["box_head_conv_channels"]),
+                                 cfg["representation_size"], norm=cfg["head_norm"])
+    else:
+        raise ValueError(f"box_head must be '2fc' or '4conv1fc', got {cfg['box_head']!r}")
     roi_heads = RoIHeads(
         box_roi_align=MultiLevelRoIAlign(box_size, cfg["roi_sampling_ratio"], kernels=kernels),
-        box_head=BoxHead(channels, box_size, cfg["representation_size"]),
+        box_head=box_head,
         box_predictor=BoxPredictor(cfg["representation_size"], cfg["num_classes"]),
         mask_roi_align=MultiLevelRoIAlign(mask_size, cfg["roi_sampling_ratio"], kernels=kernels),
-        mask_head=MaskHead(channels, tuple(cfg["mask_head_channels"])),
+        mask_head=MaskHead(channels, tuple(cfg["mask_head_channels"]), norm=cfg["head_norm"]),
         mask_predictor=MaskPredictor(
             cfg["mask_head_channels"][-1], cfg["num_classes"], cfg["mask_dim_reduced"],
             class_agnostic=cfg["class_agnostic_masks"],

@@ -3,7 +3,9 @@
 Two parallel branches read the pooled features of each RoI (Sec. 3, "Network Architecture"):
 
 * box branch: RoIAlign 7x7 -> two fully connected layers of 1024 (`BoxHead`, the "2fc" head of FPN
-  Sec. 4.2) -> `BoxPredictor`: K+1 class scores (softmax, background included) and (K+1) x 4 box deltas
+  Sec. 4.2), or four 3x3 convs and one fc (`ConvFCBoxHead`, the "4conv1fc" head that He, Girshick
+  and Dollar 2018, "Rethinking ImageNet Pre-training", use with GroupNorm to train from scratch;
+  torchvision's `maskrcnn_resnet50_fpn_v2` has it too) -> `BoxPredictor`: K+1 class scores (softmax, background included) and (K+1) x 4 box deltas
   (one regression per class, Fast R-CNN Sec. 2.2).
 * mask branch: RoIAlign 14x14 -> four 3x3 convs of 256 (`MaskHead`) -> `MaskPredictor`: a 2x2 stride-2
   deconvolution to 28x28 and a 1x1 conv giving one mask logit map *per class* (Sec. 3: "K binary
@@ -13,10 +15,28 @@ Two parallel branches read the pooled features of each RoI (Sec. 3, "Network Arc
 Layer names say what the layer is; torchvision's names are in brackets:
 fc1/fc2 (fc6/fc7), cls_score, bbox_deltas (bbox_pred), convs.i (i.0), deconv (conv5_mask),
 mask_logits (mask_fcn_logits).
+
+Normalisation in the heads (`norm="gn"`): the paper's heads have none, because their inputs come from a
+pretrained, well-scaled backbone. Trained from scratch, the heads learn much faster with a norm layer
+after each conv ("Rethinking ImageNet Pre-training", Sec. 3.1); the conv then needs no bias (the norm's
+shift replaces it), exactly as torchvision's Conv2dNormActivation builds it.
 """
 
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .norm import norm_layer
+
+
+def _conv_norm_relu(c_in: int, c_out: int, norm) -> nn.Sequential:
+    """3x3 conv (padding 1) [+ norm] + ReLU; bias only without a norm. Same layout as torchvision's
+    Conv2dNormActivation, so state dicts line up index for index (0 conv, 1 norm)."""
+    conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=norm is None)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    layers = [conv] if norm is None else [conv, norm_layer(norm)(c_out)]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
 class BoxHead(nn.Module):
@@ -31,6 +51,26 @@ class BoxHead(nn.Module):
         x = x.flatten(start_dim=1)  # (N, C*7*7)
         x = F.relu(self.fc1(x))  # (N, 1024)
         return F.relu(self.fc2(x))  # (N, 1024)
+
+
+class ConvFCBoxHead(nn.Module):
+    """Four 3x3 convs [+ norm] then one fc: (N, C, 7, 7) -> (N, representation_size) ("4conv1fc").
+
+    Convolutions share their weights over the 7x7 grid, so they learn shape features from far fewer
+    examples than a fc layer over all 7*7*C inputs -- what a detector trained from scratch needs.
+    """
+
+    def __init__(self, in_channels: int, resolution: int = 7, conv_channels=(256, 256, 256, 256),
+                 representation_size: int = 1024, norm=None):
+        super().__init__()
+        channels = [in_channels, *conv_channels]
+        self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm) for c_in, c_out in zip(channels[:-1], channels[1:]))
+        self.fc = nn.Linear(channels[-1] * resolution * resolution, representation_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.convs:
+            x = block(x)  # (N, C', 7, 7)
+        return F.relu(self.fc(x.flatten(start_dim=1)))  # (N, representation_size)
 
 
 class BoxPredictor(nn.Module):
@@ -49,24 +89,28 @@ class BoxPredictor(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """The mask branch's FCN trunk: 3x3 conv + ReLU, four times. (N, C, 14, 14) -> (N, 256, 14, 14).
+    """The mask branch's FCN trunk: 3x3 conv [+ norm] + ReLU, four times. (N, C, 14, 14) -> (N, 256, 14, 14).
 
     Padding 1 keeps the 14x14 grid, so each output cell stays aligned with the RoI cell it came from
-    (Sec. 3: the mask branch keeps the spatial layout that fc layers would collapse).
+    (Sec. 3: the mask branch keeps the spatial layout that fc layers would collapse). Without a norm,
+    `convs[i]` is the conv itself (torchvision's `mask_head.i.0`); with one, `convs[i]` is
+    Sequential(conv, norm, relu), laid out like torchvision's `MaskRCNNHeads(..., norm_layer=...)`.
     """
 
-    def __init__(self, in_channels: int, layers=(256, 256, 256, 256)):
+    def __init__(self, in_channels: int, layers=(256, 256, 256, 256), norm=None):
         super().__init__()
         channels = [in_channels, *layers]
-        self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
-                                   for c_in, c_out in zip(channels[:-1], channels[1:]))
-        for conv in self.convs:  # torchvision's init (He et al. 2015), so a fresh model starts alike
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+        if norm is None:
+            self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, None)[0]
+                                       for c_in, c_out in zip(channels[:-1], channels[1:]))
+        else:
+            self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm)
+                                       for c_in, c_out in zip(channels[:-1], channels[1:]))
+        self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
-        for conv in self.convs:
-            x = F.relu(conv(x))  # (N, 256, 14, 14)
+        for block in self.convs:
+            x = F.relu(block(x)) if self.norm is None else block(x)  # (N, 256, 14, 14)
         return x
 
 

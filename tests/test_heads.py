@@ -1,10 +1,15 @@
 """heads.py against torchvision's TwoMLPHead, FastRCNNPredictor, MaskRCNNHeads, MaskRCNNPredictor."""
 
+from functools import partial
+
+import pytest
 import torch
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torch import nn
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-from mrcnn_teach.heads import BoxHead, BoxPredictor, MaskHead, MaskPredictor
+from mrcnn_teach import build_maskrcnn
+from mrcnn_teach.heads import BoxHead, BoxPredictor, ConvFCBoxHead, MaskHead, MaskPredictor
 
 
 def copy_weights(ours, theirs, rename):
@@ -69,3 +74,54 @@ def test_mask_layers_use_torchvision_init():
         assert abs(conv.weight.std().item() - (2 / (256 * 9)) ** 0.5) < 0.002
     # ConvTranspose2d weight is (in, out, k, k): PyTorch's fan_out is dim 0 * k * k = 256 * 4.
     assert abs(pred.deconv.weight.std().item() - (2 / (256 * 4)) ** 0.5) < 0.003
+
+
+# ---------------------------------------------------------------- heads with normalisation (from scratch)
+
+TV_NORMS = {"gn": partial(nn.GroupNorm, 32), "bn": nn.BatchNorm2d}
+
+
+@pytest.mark.parametrize("norm", [None, "gn", "bn"])
+def test_conv_fc_box_head_matches_torchvision(norm):
+    """Our 4conv1fc head vs torchvision's FastRCNNConvFCHead (the head of maskrcnn_resnet50_fpn_v2)."""
+    torch.manual_seed(3)
+    x = torch.randn(6, 8, 7, 7)  # (N, C, 7, 7)
+    theirs = FastRCNNConvFCHead((8, 7, 7), [64, 64, 64, 64], [32], norm_layer=TV_NORMS.get(norm))
+    ours = ConvFCBoxHead(8, 7, conv_channels=(64,) * 4, representation_size=32, norm=norm)
+    for m in theirs.modules():  # non-trivial affine parameters, so a mix-up would show
+        if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    # torchvision: Sequential(4 x Conv2dNormActivation, Flatten, Linear, ReLU) -> indices 0-3 and 5
+    copy_weights(ours, theirs, [*((f"{i}.", f"convs.{i}.") for i in range(4)), ("5.", "fc.")])
+    ours.train(), theirs.train()
+    features = ours(x)
+    assert features.shape == (6, 32) and (features >= 0).all()
+    torch.testing.assert_close(features, theirs(x))
+    assert all((block[0].bias is None) == (norm is not None) for block in ours.convs)
+
+
+@pytest.mark.parametrize("norm", ["gn", "bn"])
+def test_mask_head_with_norm_matches_torchvision(norm):
+    torch.manual_seed(4)
+    x = torch.randn(4, 8, 14, 14)  # (N, C, 14, 14)
+    theirs = MaskRCNNHeads(8, [64, 64, 64, 64], dilation=1, norm_layer=TV_NORMS[norm])
+    ours = MaskHead(8, layers=(64,) * 4, norm=norm)
+    for m in theirs.modules():
+        if isinstance(m, (nn.GroupNorm, nn.BatchNorm2d)):
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    copy_weights(ours, theirs, [(f"{i}.", f"convs.{i}.") for i in range(4)])
+    features = ours(x)
+    assert features.shape == (4, 64, 14, 14)
+    torch.testing.assert_close(features, theirs(x))
+
+
+def test_config_builds_the_chosen_box_head():
+    paper = build_maskrcnn("shapes_tiny", box_head="2fc", head_norm=None)
+    assert isinstance(paper.roi_heads.box_head, BoxHead)
+    scratch = build_maskrcnn("shapes_tiny", box_head="4conv1fc", head_norm="gn")
+    assert isinstance(scratch.roi_heads.box_head, ConvFCBoxHead)
+    assert isinstance(scratch.roi_heads.mask_head.convs[0][1], nn.GroupNorm)
+    with pytest.raises(ValueError, match="box_head must be"):
+        build_maskrcnn("shapes_tiny", box_head="3fc")
