@@ -5,8 +5,8 @@ Two parallel branches read the pooled features of each RoI (Sec. 3, "Network Arc
 * box branch: RoIAlign 7x7 -> two fully connected layers of 1024 (`BoxHead`, the "2fc" head of FPN
   Sec. 4.2), or four 3x3 convs and one fc (`ConvFCBoxHead`, the "4conv1fc" head that He, Girshick
   and Dollar 2018, "Rethinking ImageNet Pre-training", use with GroupNorm to train from scratch;
-  torchvision's `maskrcnn_resnet50_fpn_v2` has it too) -> `BoxPredictor`: K+1 class scores (softmax, background included) and (K+1) x 4 box deltas
-  (one regression per class, Fast R-CNN Sec. 2.2).
+  torchvision's `maskrcnn_resnet50_fpn_v2` has it too) -> `BoxPredictor`: K+1 class scores (softmax,
+  background included) and (K+1) x 4 box deltas (one regression per class, Fast R-CNN Sec. 2.2).
 * mask branch: RoIAlign 14x14 -> four 3x3 convs of 256 (`MaskHead`) -> `MaskPredictor`: a 2x2 stride-2
   deconvolution to 28x28 and a 1x1 conv giving one mask logit map *per class* (Sec. 3: "K binary
   masks of resolution m x m"), or a single one for a class-agnostic head.
@@ -28,15 +28,21 @@ from torch.nn import functional as F
 from .norm import norm_layer
 
 
-def _conv_norm_relu(c_in: int, c_out: int, norm) -> nn.Sequential:
-    """3x3 conv (padding 1) [+ norm] + ReLU; bias only without a norm. Same layout as torchvision's
-    Conv2dNormActivation, so state dicts line up index for index (0 conv, 1 norm)."""
-    conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=norm is None)
-    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
-    if conv.bias is not None:
+def _head_conv(c_in: int, c_out: int, bias: bool = True) -> nn.Conv2d:
+    """3x3 conv, padding 1, with torchvision's head init (He et al. 2015, fan_out; zero bias)."""
+    conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    if bias:
         nn.init.zeros_(conv.bias)
-    layers = [conv] if norm is None else [conv, norm_layer(norm)(c_out)]
-    return nn.Sequential(*layers, nn.ReLU(inplace=True))
+    return conv
+
+
+def _conv_norm_relu(c_in: int, c_out: int, norm) -> nn.Sequential:
+    """3x3 conv [+ norm] + ReLU; bias only without a norm. Same layout as torchvision's
+    Conv2dNormActivation, so state dicts line up index for index (0 conv, 1 norm)."""
+    if norm is None:
+        return nn.Sequential(_head_conv(c_in, c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(_head_conv(c_in, c_out, bias=False), norm_layer(norm)(c_out), nn.ReLU(inplace=True))
 
 
 class BoxHead(nn.Module):
@@ -63,9 +69,9 @@ class ConvFCBoxHead(nn.Module):
     def __init__(self, in_channels: int, resolution: int = 7, conv_channels=(256, 256, 256, 256),
                  representation_size: int = 1024, norm=None):
         super().__init__()
-        channels = [in_channels, *conv_channels]
-        self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm) for c_in, c_out in zip(channels[:-1], channels[1:]))
-        self.fc = nn.Linear(channels[-1] * resolution * resolution, representation_size)
+        pairs = zip([in_channels, *conv_channels][:-1], conv_channels)  # (c_in, c_out) per conv
+        self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm) for c_in, c_out in pairs)
+        self.fc = nn.Linear(conv_channels[-1] * resolution * resolution, representation_size)
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.convs:
@@ -99,18 +105,16 @@ class MaskHead(nn.Module):
 
     def __init__(self, in_channels: int, layers=(256, 256, 256, 256), norm=None):
         super().__init__()
-        channels = [in_channels, *layers]
-        if norm is None:
-            self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, None)[0]
-                                       for c_in, c_out in zip(channels[:-1], channels[1:]))
+        pairs = list(zip([in_channels, *layers][:-1], layers))  # (c_in, c_out) per conv
+        if norm is None:  # the paper's head: bare convs (torchvision's names: mask_head.i.0)
+            self.convs = nn.ModuleList(_head_conv(c_in, c_out) for c_in, c_out in pairs)
         else:
-            self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm)
-                                       for c_in, c_out in zip(channels[:-1], channels[1:]))
+            self.convs = nn.ModuleList(_conv_norm_relu(c_in, c_out, norm) for c_in, c_out in pairs)
         self.norm = norm
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.convs:
-            x = F.relu(block(x)) if self.norm is None else block(x)  # (N, 256, 14, 14)
+            x = F.relu(block(x)) if self.norm is None else block(x)  # (N, 256, 14, 14); block has its ReLU
         return x
 
 
