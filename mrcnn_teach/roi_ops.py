@@ -113,8 +113,11 @@ def _as_rois(input: Tensor, boxes, fn: str) -> Tensor:
 
 
 def _channels_last_table(input: Tensor) -> Tensor:
-    """(B, C, H, W) -> (B*H*W, C): row b*H*W + y*W + x is the feature vector of cell (y, x) of image b."""
-    return input.permute(0, 2, 3, 1).reshape(-1, input.shape[1])  # (B*H*W, C)
+    """(B, C, H, W) -> (B*H*W, C): row b*H*W + y*W + x is the feature vector of cell (y, x) of image b.
+
+    contiguous(): for a single image, permute + reshape would be a strided view, slow to gather from.
+    """
+    return input.permute(0, 2, 3, 1).contiguous().view(-1, input.shape[1])  # (B*H*W, C)
 
 
 def _chunks(num_rois: int, elements_per_roi: int) -> list[slice]:
@@ -309,8 +312,7 @@ def roi_align(input: Tensor, boxes, output_size, spatial_scale: float = 1.0, sam
     rows, count_h, row_matrix = _interpolation_matrix(start_y, height_roi, pooled_h, grid_h, height)  # (K, Sh), (K,), (K, ph, Sh)
     cols, count_w, col_matrix = _interpolation_matrix(start_x, width_roi, pooled_w, grid_w, width)  # (K, Sw), (K,), (K, pw, Sw)
 
-    # contiguous(): for a single image, permute + reshape would be a strided view, slow to gather from.
-    table = input.permute(0, 2, 3, 1).contiguous().view(-1, channels)  # (B*H*W, C)
+    table = _channels_last_table(input)  # (B*H*W, C)
     max_cells = max(1, _GATHER_ELEMENTS // channels)
     order, groups = _support_groups(count_h, count_w, max_cells)  # (K,), [(start, stop, Sh, Sw), ...]
     # Put the RoIs in group order once, so that every group below is a slice.

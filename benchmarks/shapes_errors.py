@@ -1,0 +1,95 @@
+"""Where a trained shapes model goes wrong: per-class AP, confusions, and a class-agnostic NMS check.
+
+    python benchmarks/shapes_errors.py runs/demo/checkpoint.pt [--images 100] [--seed 1]
+
+Runs the checkpoint on the held-out shapes images (seed 1, as the trainer holds them out) and prints:
+* COCO box/mask AP per class;
+* for each ground-truth object, the class of the best-overlapping detection with score > 0.5
+  (box IoU >= 0.5; "miss" when there is none), as a confusion table, and how many objects also
+  have a *wrong-class* detection on top of them;
+* AP again after an extra class-agnostic NMS at several IoU thresholds: does removing
+  cross-class duplicates help, or does it throw away the right class?
+benchmarks/README.md quotes these figures for the runs that tuned the shapes_tiny preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torchvision.ops import box_iou, nms
+
+from mrcnn_teach.checkpoint import model_from_checkpoint
+from mrcnn_teach.datasets import ShapesDataset
+from mrcnn_teach.evaluate import dataset_to_coco, evaluate_predictions
+
+
+def confusion(dataset, predictions, num_classes: int, score: float = 0.5):
+    """-> table (K+1, K+1): rows GT class, columns class of the best detection (0 = miss); objects with a wrong-class hit."""
+    table = torch.zeros(num_classes, num_classes, dtype=torch.long)  # (K+1, K+1)
+    wrong = 0
+    for index, pred in predictions.items():
+        target = dataset[index][1]
+        keep = pred["scores"] > score
+        boxes, labels = pred["boxes"][keep], pred["labels"][keep]  # (D, 4), (D,)
+        iou = box_iou(target["boxes"], boxes)  # (G, D)
+        hit = iou >= 0.5  # (G, D)
+        best = torch.where(hit, iou, -1.0).argmax(dim=1) if boxes.shape[0] else None  # (G,)
+        for g, gt_label in enumerate(target["labels"].tolist()):  # <= 4 objects per image
+            if best is None or not hit[g].any():
+                table[gt_label, 0] += 1
+                continue
+            table[gt_label, labels[best[g]]] += 1
+            wrong += int((labels[hit[g]] != gt_label).any())
+    return table, wrong
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1, help="shapes seed of the held-out set (the trainer's val_data_seed)")
+    args = parser.parse_args(argv)
+
+    model, ckpt = model_from_checkpoint(args.checkpoint)
+    model.eval()
+    size = ckpt["train_config"].get("image_size", 128)
+    dataset = ShapesDataset(args.images, size, seed=args.seed)
+    names = dataset.class_names
+    with torch.no_grad():
+        predictions = {i: model([dataset[i][0]])[0] for i in range(len(dataset))}
+    coco = dataset_to_coco(dataset)
+
+    metrics = evaluate_predictions(coco, predictions, per_class=True)
+    for kind in ("bbox", "segm"):
+        per_class = "  ".join(f"{name} {ap:.3f}" for name, ap in metrics[kind]["per_class"].items())
+        print(f"{kind}: AP {metrics[kind]['AP']:.3f}  AP50 {metrics[kind]['AP50']:.3f}  per class AP: {per_class}")
+
+    table, wrong = confusion(dataset, predictions, len(names))
+    objects = int(table.sum())
+    print(f"\nbest detection (score > 0.5, box IoU >= 0.5) per GT object; rows GT, columns predicted:")
+    print(f"{'':>10}" + "".join(f"{n:>10}" for n in ("miss", *names[1:])))
+    for label in range(1, len(names)):
+        print(f"{names[label]:>10}" + "".join(f"{v:>10}" for v in table[label].tolist()))
+    off_diagonal = objects - int(table.diagonal()[1:].sum()) - int(table[:, 0].sum())
+    print(f"{objects} objects: {int(table[:, 0].sum())} missed, {off_diagonal} with a wrong-class best detection "
+          f"({off_diagonal / max(objects, 1):.1%}), {wrong} with a wrong-class detection among their hits")
+
+    print("\nextra class-agnostic NMS after the per-class one:")
+    for threshold in (None, 0.9, 0.8, 0.7, 0.5):
+        if threshold is None:
+            kept = predictions
+        else:
+            kept = {}
+            for i, p in predictions.items():
+                keep = nms(p["boxes"], p["scores"], threshold)  # (D',)
+                kept[i] = {k: v[keep] for k, v in p.items()}
+        m = evaluate_predictions(coco, kept)
+        label = "none (per-class NMS only)" if threshold is None else f"IoU {threshold}"
+        print(f"  {label:<26} mask AP {m['segm']['AP']:.3f}  AP50 {m['segm']['AP50']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
