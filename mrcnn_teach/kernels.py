@@ -14,6 +14,7 @@ from typing import Callable
 import torchvision
 
 from . import nms as _nms
+from . import roi_align_fast as _roi_align_fast
 from . import roi_ops as _roi_ops
 
 
@@ -29,10 +30,10 @@ class Kernels:
 
 TEACHING = Kernels("teaching", _nms.nms, _nms.batched_nms, _roi_ops.roi_align)
 TORCHVISION = Kernels("torchvision", torchvision.ops.nms, torchvision.ops.batched_nms, torchvision.ops.roi_align)
-# The fastest set for training on a CPU: torchvision's compiled greedy NMS, but this package's
-# RoIAlign, whose windowed separable form (two small matrix products per RoI, see roi_ops.py) runs
-# forward + backward several times faster than torchvision's CPU kernel (benchmarks/README.md).
-MIXED = Kernels("mixed", torchvision.ops.nms, torchvision.ops.batched_nms, _roi_ops.roi_align)
+# The fastest set for training on a CPU: torchvision's compiled greedy NMS, but this package's fast
+# RoIAlign, whose windowed separable form (two small matrix products per RoI, roi_align_fast.py)
+# runs forward + backward several times faster than torchvision's CPU kernel (benchmarks/README.md).
+MIXED = Kernels("mixed", torchvision.ops.nms, torchvision.ops.batched_nms, _roi_align_fast.roi_align)
 
 _BY_NAME = {k.name: k for k in (TEACHING, TORCHVISION, MIXED)}
 

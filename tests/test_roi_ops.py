@@ -1,11 +1,20 @@
-"""roi_ops.py against torchvision.ops.roi_align / roi_pool, plus the seed's worked example."""
+"""roi_ops.py (the plain RoIAlign and RoIPool) and roi_align_fast.py against torchvision.ops, plus the seed's worked example.
+
+Every RoIAlign test runs both forms: `roi_align` is a fixture over the plain one (the one the
+notebooks teach) and the fast one (the `mixed` kernel set's).
+"""
 
 import pytest
 import torch
 import torchvision
 
-from mrcnn_teach import roi_ops
-from mrcnn_teach.roi_ops import roi_align, roi_pool
+from mrcnn_teach import roi_align_fast, roi_ops
+from mrcnn_teach.roi_ops import roi_pool
+
+
+@pytest.fixture(params=[roi_ops.roi_align, roi_align_fast.roi_align], ids=["plain", "fast"])
+def roi_align(request):
+    return request.param
 
 
 def make_rois(num, batch_size, seed, extent=(24.0, 20.0), max_size=14.0):
@@ -31,7 +40,7 @@ def features():
 @pytest.mark.parametrize("sampling_ratio", [-1, 0, 1, 2, 3])
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("spatial_scale", [1.0, 0.5, 1 / 3])
-def test_roi_align_matches_torchvision(features, sampling_ratio, aligned, spatial_scale):
+def test_roi_align_matches_torchvision(features, sampling_ratio, aligned, spatial_scale, roi_align):
     rois = make_rois(25, 2, seed=1)
     for output_size in [(3, 4), 2]:
         ours = roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
@@ -40,7 +49,7 @@ def test_roi_align_matches_torchvision(features, sampling_ratio, aligned, spatia
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
-def test_roi_align_border_rule():
+def test_roi_align_border_rule(roi_align):
     # One bin, one sample at the box centre, scale 1: the sample row is exactly (y1 + y2) / 2.
     x = torch.arange(20.0).reshape(1, 1, 4, 5)  # (1, 1, H=4, W=5)
     centres_y = [-2.0, -1.0, -0.5, 0.0, 2.5, 3.0, 3.5, 4.0, 4.5]  # off, edge, clamp, ..., last row, edge, off
@@ -52,7 +61,7 @@ def test_roi_align_border_rule():
     torch.testing.assert_close(ours, torch.tensor([0.0, 2.0, 2.0, 2.0, 14.5, 17.0, 17.0, 17.0, 0.0]))
 
 
-def test_roi_align_list_equals_tensor_boxes(features):
+def test_roi_align_list_equals_tensor_boxes(features, roi_align):
     rois = make_rois(12, 2, seed=2)
     as_list = [rois[rois[:, 0] == i, 1:] for i in range(2)]
     as_tensor = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), b], 1) for i, b in enumerate(as_list)])
@@ -62,7 +71,7 @@ def test_roi_align_list_equals_tensor_boxes(features):
 
 
 @pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, False), (-1, True)])
-def test_roi_align_input_gradient_matches_torchvision(features, sampling_ratio, aligned):
+def test_roi_align_input_gradient_matches_torchvision(features, sampling_ratio, aligned, roi_align):
     rois = make_rois(20, 2, seed=3)
     upstream = torch.randn(20, 3, 3, 4, generator=torch.Generator().manual_seed(4))  # (K, C, 3, 4)
     grads = []
@@ -79,25 +88,25 @@ def _support_sizes(rois, spatial_scale, sampling_ratio, output_size=(3, 4), size
     start = rois[:, 1:3] * spatial_scale  # (K, 2)  x1, y1
     extent = (rois[:, 3:5] * spatial_scale - start).clamp(min=1.0)  # (K, 2)  w, h
     grid_h, grid_w = roi_ops._sampling_grid(extent[:, 1], extent[:, 0], *output_size, sampling_ratio)
-    _, count_h, _ = roi_ops._interpolation_matrix(start[:, 1], extent[:, 1], output_size[0], grid_h, size[0])
-    _, count_w, _ = roi_ops._interpolation_matrix(start[:, 0], extent[:, 0], output_size[1], grid_w, size[1])
+    _, count_h, _ = roi_align_fast._interpolation_matrix(start[:, 1], extent[:, 1], output_size[0], grid_h, size[0])
+    _, count_w, _ = roi_align_fast._interpolation_matrix(start[:, 0], extent[:, 0], output_size[1], grid_w, size[1])
     return count_h, count_w
 
 
-def test_roi_align_chunking_gives_same_result(features, monkeypatch):
+def test_fast_roi_align_runs_give_same_result(features, monkeypatch):
     rois = make_rois(30, 2, seed=5)
     upstream = torch.randn(30, 3, 3, 4, generator=torch.Generator().manual_seed(9))  # (K, C, 3, 4)
 
     def pooled_and_grad():
         x = features.clone().requires_grad_(True)
-        out = roi_align(x, rois, (3, 4), 0.5, -1)
+        out = roi_align_fast.roi_align(x, rois, (3, 4), 0.5, -1)
         (out * upstream).sum().backward()
         return out.detach(), x.grad
 
     whole, whole_grad = pooled_and_grad()
-    _, groups = roi_ops._support_groups(*_support_sizes(rois, 0.5, -1), 10**6)
-    assert len(list(roi_ops._runs(groups, 10**6))) == 1  # unpatched: one gather for all RoIs
-    monkeypatch.setattr(roi_ops, "_GATHER_ELEMENTS", 100)  # runs of one RoI or a few: many gathers
+    _, groups = roi_align_fast._support_groups(*_support_sizes(rois, 0.5, -1), 10**6)
+    assert len(list(roi_align_fast._runs(groups, 10**6))) == 1  # unpatched: one gather for all RoIs
+    monkeypatch.setattr(roi_align_fast, "_GATHER_ELEMENTS", 100)  # runs of one RoI or a few: many gathers
     monkeypatch.setattr(roi_ops, "_CHUNK_ELEMENTS", 500)  # forces one RoI or a few per chunk (RoIPool)
     chunked, chunked_grad = pooled_and_grad()
     torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
@@ -106,7 +115,7 @@ def test_roi_align_chunking_gives_same_result(features, monkeypatch):
     torch.testing.assert_close(roi_pool(features, rois, (3, 4), 0.5), torchvision.ops.roi_pool(features, rois, (3, 4), 0.5))
 
 
-def test_roi_align_is_two_matrix_products_per_roi():
+def test_fast_roi_align_is_two_matrix_products_per_roi():
     # The separable form written out densely for one RoI: pooled = A @ F @ B^T, where A (ph, H) and
     # B (pw, W) hold the interpolation matrices' weights in the columns of their support cells.
     g = torch.Generator().manual_seed(10)
@@ -115,15 +124,15 @@ def test_roi_align_is_two_matrix_products_per_roi():
     pooled_h, pooled_w, ratio = 3, 4, 2
     start_x, start_y, width_roi, height_roi = roi[:, 1], roi[:, 2], roi[:, 3] - roi[:, 1], roi[:, 4] - roi[:, 2]
     grid = torch.tensor([ratio])
-    rows, count_h, row_matrix = roi_ops._interpolation_matrix(start_y, height_roi, pooled_h, grid, 9)
-    cols, count_w, col_matrix = roi_ops._interpolation_matrix(start_x, width_roi, pooled_w, grid, 11)
+    rows, count_h, row_matrix = roi_align_fast._interpolation_matrix(start_y, height_roi, pooled_h, grid, 9)
+    cols, count_w, col_matrix = roi_align_fast._interpolation_matrix(start_x, width_roi, pooled_w, grid, 11)
     A = torch.zeros(pooled_h, 9, dtype=torch.float64).index_add_(1, rows[0], row_matrix[0])  # (ph, H)
     B = torch.zeros(pooled_w, 11, dtype=torch.float64).index_add_(1, cols[0], col_matrix[0])  # (pw, W)
     by_hand = A @ x[0] @ B.T  # (C, ph, pw)
     theirs = torchvision.ops.roi_align(x, roi, (pooled_h, pooled_w), 1.0, ratio, False)[0]
     torch.testing.assert_close(by_hand, theirs, rtol=1e-12, atol=1e-12)
-    ours = roi_align(x, roi, (pooled_h, pooled_w), 1.0, ratio, False)[0]
-    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    for op in (roi_align_fast.roi_align, roi_ops.roi_align):
+        torch.testing.assert_close(op(x, roi, (pooled_h, pooled_w), 1.0, ratio, False)[0], theirs, rtol=1e-12, atol=1e-12)
     # Each row of A is a mean of bilinear weights: it sums to 1, as no sample of this RoI leaves the map.
     torch.testing.assert_close(A.sum(dim=1), torch.ones(pooled_h, dtype=torch.float64))
     # The support lists each cell once, in order. Samples at y = 0.05, 1.35, 2.65, 3.95, 5.25, 6.55
@@ -132,20 +141,20 @@ def test_roi_align_is_two_matrix_products_per_roi():
     assert cols[0].tolist() == list(range(1, 10)) and count_w.item() == 9
 
 
-def test_roi_align_support_is_at_most_the_samples_or_the_roi():
+def test_fast_roi_align_support_is_at_most_the_samples_or_the_roi():
     # A RoI over a whole 60-row map, sampled 2 per bin into 7 bins, reads 2 x 2 x 7 = 28 rows, not 60
     # (adaptive sampling, 9 per bin, does read all 60). A 5-row RoI reads at most its rows and the
     # one below, however densely it is sampled, not 2 x 2 x 7 or 2 x 1 x 7.
     start, length = torch.tensor([0.0, 10.0]), torch.tensor([59.0, 5.0])  # (2,) x2
     for ratio, big_roi_rows in [(2, 28), (-1, 60)]:
         grid = roi_ops._sampling_grid(length, length, 7, 7, ratio)[0]  # (2,)
-        _, count, matrix = roi_ops._interpolation_matrix(start, length, 7, grid, 60)
+        _, count, matrix = roi_align_fast._interpolation_matrix(start, length, 7, grid, 60)
         assert count[0].item() == big_roi_rows and count[1].item() <= 5 + 1
         torch.testing.assert_close(matrix.sum(dim=2), torch.ones(2, 7))  # each bin's weights sum to 1
 
 
 @pytest.mark.parametrize("sampling_ratio,aligned", [(2, False), (-1, False), (-1, True), (3, True)])
-def test_roi_align_mixed_sizes_many_groups(sampling_ratio, aligned):
+def test_roi_align_mixed_sizes_many_groups(sampling_ratio, aligned, roi_align):
     # RoIs from a fraction of a cell to larger than the map, on several images: many support groups.
     g = torch.Generator().manual_seed(11)
     x = torch.randn(3, 4, 30, 36, generator=g)  # (B, C, H, W)
@@ -154,7 +163,7 @@ def test_roi_align_mixed_sizes_many_groups(sampling_ratio, aligned):
     batch = torch.randint(0, 3, (80, 1), generator=g).float()  # (K, 1)
     rois = torch.cat([batch, xy, xy + size], dim=1)  # (K, 5)
     count_h, count_w = _support_sizes(rois, 0.5, sampling_ratio, (7, 5), (30, 36))
-    assert len(roi_ops._support_groups(count_h, count_w, 10**6)[1]) > 5
+    assert len(roi_align_fast._support_groups(count_h, count_w, 10**6)[1]) > 5  # for the fast form
     upstream = torch.randn(80, 4, 7, 5, generator=g)  # (K, C, 7, 5)
     outs, grads = [], []
     for op in (roi_align, torchvision.ops.roi_align):
@@ -168,7 +177,7 @@ def test_roi_align_mixed_sizes_many_groups(sampling_ratio, aligned):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
 
 
-def test_roi_align_float64_and_strided_inputs(features):
+def test_roi_align_float64_and_strided_inputs(features, roi_align):
     rois = make_rois(25, 2, seed=12)
     x64 = features.double()  # (B, C, H, W)
     for aligned in (False, True):
@@ -216,7 +225,7 @@ def test_roi_pool_input_gradient_matches_torchvision(features):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
 
 
-def test_empty_boxes(features):
+def test_empty_boxes(features, roi_align):
     for boxes in ([torch.zeros(0, 4), torch.zeros(0, 4)], torch.zeros(0, 5), []):
         assert roi_align(features, boxes, (3, 4), 0.5, 2).shape == (0, 3, 3, 4)
         assert roi_pool(features, boxes, (3, 4), 0.5).shape == (0, 3, 3, 4)
@@ -225,7 +234,7 @@ def test_empty_boxes(features):
     assert x.grad.abs().sum() == 0
 
 
-def test_bad_input_raises(features):
+def test_bad_input_raises(features, roi_align):
     with pytest.raises(ValueError, match="RoI 1 has batch index 2"):
         roi_align(features, torch.tensor([[0.0, 1, 1, 5, 5], [2.0, 1, 1, 5, 5]]), 2)
     with pytest.raises(ValueError, match=r"boxes\[1\]"):
@@ -234,7 +243,7 @@ def test_bad_input_raises(features):
         roi_align(features, torch.zeros(3, 4), 2)
 
 
-def test_seed_worked_example():
+def test_seed_worked_example(roi_align):
     # A 6x6 stride-32 feature map and the image box (10, 10, 124, 124), pooled to 2x2.
     torch.manual_seed(1)
     x = torch.randn(1, 1, 6, 6)  # (1, 1, 6, 6)
@@ -257,3 +266,35 @@ def test_seed_worked_example():
     by_hand = (1 - u) * (1 - v) * f[1, 1] + u * (1 - v) * f[1, 2] + (1 - u) * v * f[2, 1] + u * v * f[2, 2]
     torch.testing.assert_close(aligned[0, 0], by_hand, rtol=0, atol=1e-6)
     torch.testing.assert_close(pooled, torchvision.ops.roi_pool(x, [box], 2, scale)[0, 0], rtol=0, atol=0)
+
+
+def test_plain_roi_align_chunks_give_same_result(features, monkeypatch):
+    # The plain form gathers every tap at once, in chunks of RoIs bounded by _CHUNK_ELEMENTS.
+    rois = make_rois(30, 2, seed=13)
+    upstream = torch.randn(30, 3, 3, 4, generator=torch.Generator().manual_seed(14))  # (K, C, 3, 4)
+
+    def pooled_and_grad():
+        x = features.clone().requires_grad_(True)
+        out = roi_ops.roi_align(x, rois, (3, 4), 0.5, -1, True)
+        (out * upstream).sum().backward()
+        return out.detach(), x.grad
+
+    whole, whole_grad = pooled_and_grad()
+    monkeypatch.setattr(roi_ops, "_CHUNK_ELEMENTS", 500)  # one RoI per chunk
+    chunked, chunked_grad = pooled_and_grad()
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    torch.testing.assert_close(chunked_grad, whole_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_plain_and_fast_agree_on_a_model_sized_workload():
+    # FPN-sized: 300 RoIs of every size on a 256-channel stride-4 map, 7x7 with 2x2 samples.
+    g = torch.Generator().manual_seed(15)
+    x = torch.randn(2, 256, 50, 60, generator=g)  # (B, C, H, W)
+    xy = torch.rand(300, 2, generator=g) * 220  # (K, 2)
+    wh = torch.rand(300, 2, generator=g) ** 2 * 150 + 1  # (K, 2)
+    rois = torch.cat([torch.randint(0, 2, (300, 1), generator=g).float(), xy, xy + wh], dim=1)  # (K, 5)
+    plain = roi_ops.roi_align(x, rois, 7, 0.25, 2)
+    fast = roi_align_fast.roi_align(x, rois, 7, 0.25, 2)
+    assert plain.shape == fast.shape == (300, 256, 7, 7)
+    torch.testing.assert_close(plain, fast, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain, torchvision.ops.roi_align(x, rois, 7, 0.25, 2), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,139 @@
+"""A trained model without downloads: `trained_shapes_model()` for the notebooks.
+
+Notebooks from 04 on need a model that has learned something -- proposals that hug objects, RoI
+features worth looking at, masks. Nothing may be downloaded, so the first call trains the
+`shapes_tiny` model on the built-in shapes data for a fixed number of steps (deterministic: same
+seed, same data, same schedule; a few minutes on a 2-core CPU) and caches the checkpoint; every
+later call loads it in about a second. Each notebook calls this function, so each still runs
+alone, in any order, on a fresh clone.
+
+Where the cache lives: ``$MRCNN_TEACH_CACHE`` if set, else ``$XDG_CACHE_HOME/mrcnn_teach``, else
+``~/.cache/mrcnn_teach``. The file name carries a fingerprint of everything that decides the
+weights (training recipe, model config, library version), so a change retrains instead of
+loading a stale model. Two processes that ask at once do not both train: a lock file serialises
+them, and the checkpoint is written atomically (write to a temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from torch import nn
+
+from . import __version__
+
+# 500 steps of 8 images: two epochs of the 2000 training images, with the preset's warm-up and
+# step decay fitted to them. Enough for proposals that cover the shapes and masks that follow
+# their outlines (the 10-minute `make demo` budget gets about 900 steps and mask AP50 0.90).
+DEFAULT_STEPS = 500
+BATCH_SIZE = 8
+TRAIN_IMAGES = 2000
+
+
+def cache_dir() -> Path:
+    """The folder that holds cached models (see the module docstring for how it is chosen)."""
+    if os.environ.get("MRCNN_TEACH_CACHE"):
+        return Path(os.environ["MRCNN_TEACH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "mrcnn_teach"
+
+
+def train_config(steps: int = DEFAULT_STEPS):
+    """The recipe of the cached model: the `shapes_tiny` preset with a step count instead of a time budget."""
+    from .train import get_train_config
+
+    steps_per_epoch = TRAIN_IMAGES // BATCH_SIZE
+    epochs = max(1, -(-steps // steps_per_epoch))  # ceil: the schedule spans whole epochs ...
+    return get_train_config(
+        "shapes_tiny", train_images=TRAIN_IMAGES, batch_size=BATCH_SIZE, epochs=epochs,
+        max_minutes=None, max_steps=steps,  # ... and training stops at exactly `steps`
+        warmup_steps=min(100, max(1, steps // 5)), device="cpu", seed=0,
+    )
+
+
+def _fingerprint(cfg) -> str:
+    from .configs import get_config
+
+    recipe = {"train": dataclasses.asdict(cfg), "model": get_config(cfg.model, **cfg.model_overrides),
+              "version": __version__}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def checkpoint_path(steps: int = DEFAULT_STEPS) -> Path:
+    """Where the model trained for `steps` steps is (or will be) cached."""
+    cfg = train_config(steps)
+    return cache_dir() / f"shapes_tiny-{steps}steps-{_fingerprint(cfg)}.pt"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process waits here until the first has trained
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _train_into(path: Path, steps: int) -> None:
+    from .train import train
+
+    cfg = train_config(steps)
+    print(f"training the shapes_tiny model for {steps} steps, once; later calls load it from the "
+          f"cache (MRCNN_TEACH_CACHE) ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    run_dir = Path(tempfile.mkdtemp(prefix=".train-", dir=path.parent))
+    try:
+        result = train(cfg, run_dir, evaluate=False, quiet=True)
+        if result["step"] != steps:
+            raise RuntimeError(f"training the cached model stopped at step {result['step']} of {steps} "
+                               f"({result['stopped']})")
+        os.replace(result["checkpoint"], path)  # atomic: readers see the old state or the whole file
+        shutil.copy(run_dir / "log.jsonl", path.with_suffix(".log.jsonl"))
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"trained in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def trained_shapes_model(steps: int = DEFAULT_STEPS, kernels: str | None = None) -> nn.Module:
+    """The `shapes_tiny` Mask R-CNN trained for `steps` steps on the shapes data, in eval mode on the CPU.
+
+    Trains on the first call (a few CPU minutes for the default) and caches the checkpoint; later
+    calls load it. `kernels` overrides the NMS/RoIAlign set ("teaching", "torchvision", "mixed").
+    The class names are on `model.class_names`.
+    """
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    path = checkpoint_path(steps)
+    with _locked(path):
+        if not path.exists():
+            _train_into(path, steps)
+        try:
+            ckpt = load_checkpoint(path)
+        except ValueError:  # a file damaged after it was written: train it again
+            path.unlink()
+            _train_into(path, steps)
+            ckpt = load_checkpoint(path)
+    model, ckpt = model_from_checkpoint(ckpt, kernels=kernels)
+    model.class_names = tuple(ckpt["class_names"])  # ("background", "square", "circle", "triangle")
+    return model
+
+
+def training_log(steps: int = DEFAULT_STEPS) -> list[dict]:
+    """The per-step log (losses, lr) of the cached model's training run; trains it first if needed."""
+    trained_shapes_model(steps)
+    with open(checkpoint_path(steps).with_suffix(".log.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]

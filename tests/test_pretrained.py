@@ -1,0 +1,63 @@
+"""The notebooks' cached trained model: trained once, then loaded; keyed by its recipe; safe to share."""
+
+import pytest
+import torch
+
+from mrcnn_teach import pretrained
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MRCNN_TEACH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_cache_dir_follows_the_environment(cache, monkeypatch):
+    assert pretrained.cache_dir() == cache
+    monkeypatch.delenv("MRCNN_TEACH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
+    assert str(pretrained.cache_dir()) == "/somewhere/mrcnn_teach"
+
+
+def test_recipe_is_a_fixed_number_of_steps():
+    cfg = pretrained.train_config(500)
+    assert cfg.max_steps == 500 and cfg.max_minutes is None  # no wall-clock budget: deterministic
+    assert cfg.epochs * (cfg.train_images // cfg.batch_size) >= 500  # the lr schedule spans the run
+    assert pretrained.checkpoint_path(500) != pretrained.checkpoint_path(501)
+
+
+@pytest.mark.slow
+def test_trains_once_then_loads(cache, monkeypatch, capsys):
+    model = pretrained.trained_shapes_model(steps=2)
+    assert "training the shapes_tiny model for 2 steps" in capsys.readouterr().err
+    assert not model.training and model.class_names == ("background", "square", "circle", "triangle")
+    path = pretrained.checkpoint_path(2)
+    assert path.exists() and [p.name for p in cache.iterdir() if p.name.startswith(".train-")] == []
+    log = pretrained.training_log(steps=2)
+    assert [r["step"] for r in log] == [1, 2] and all("loss_mask" in r for r in log)
+
+    def must_not_train(*args):
+        raise AssertionError("a cached model was trained again")
+
+    monkeypatch.setattr(pretrained, "_train_into", must_not_train)
+    again = pretrained.trained_shapes_model(steps=2)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    (image,) = [torch.rand(3, 128, 128)]
+    (out,) = again([image])
+    assert set(out) == {"boxes", "labels", "scores", "masks"}
+
+
+@pytest.mark.slow
+def test_same_recipe_same_weights_and_damaged_file_retrains(cache):
+    first = pretrained.trained_shapes_model(steps=1).state_dict()
+    path = pretrained.checkpoint_path(1)
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, as by a full disk
+    second = pretrained.trained_shapes_model(steps=1).state_dict()
+    for key in first:
+        assert torch.equal(first[key], second[key]), f"{key} differs between two trainings of one recipe"
+
+
+def test_bad_steps(cache):
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        pretrained.trained_shapes_model(steps=0)
