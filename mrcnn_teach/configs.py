@@ -45,6 +45,9 @@ RESNET50_FPN: dict[str, Any] = dict(
     box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100,
     representation_size=1024, mask_head_channels=(256, 256, 256, 256), mask_dim_reduced=256,
     class_agnostic_masks=False,
+    # the paper's ablations as options (Table 2b, 2c): "sigmoid" per-class BCE or "softmax" over classes;
+    # the RoI layer of both heads, "align" (RoIAlign) or "pool" (Fast R-CNN's RoIPool)
+    mask_loss="sigmoid", roi_layer="align",
     # box head: "2fc" (the paper's) or "4conv1fc" (box_head_conv_channels, then one fc); head_norm:
     # None (the paper's) or "gn"/"bn" after every conv of the mask head and of a 4conv1fc box head
     box_head="2fc", box_head_conv_channels=(256, 256, 256, 256), head_norm=None,
@@ -120,6 +123,10 @@ def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
     )
 
     box_size, mask_size = cfg["box_roi_size"], cfg["mask_roi_size"]
+    # .get: checkpoints written before these options existed hold configs without them
+    roi_layer, mask_loss = cfg.get("roi_layer", "align"), cfg.get("mask_loss", "sigmoid")
+    if mask_loss == "softmax" and cfg["class_agnostic_masks"]:
+        raise ValueError("mask_loss='softmax' needs a mask per class: it cannot be combined with class_agnostic_masks=True")
     if cfg["box_head"] == "2fc":
         box_head = BoxHead(channels, box_size, cfg["representation_size"])
     elif cfg["box_head"] == "4conv1fc":
@@ -128,10 +135,10 @@ def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
     else:
         raise ValueError(f"box_head must be '2fc' or '4conv1fc', got {cfg['box_head']!r}")
     roi_heads = RoIHeads(
-        box_roi_align=MultiLevelRoIAlign(box_size, cfg["roi_sampling_ratio"], kernels=kernels),
+        box_roi_align=MultiLevelRoIAlign(box_size, cfg["roi_sampling_ratio"], kernels=kernels, layer=roi_layer),
         box_head=box_head,
         box_predictor=BoxPredictor(cfg["representation_size"], cfg["num_classes"]),
-        mask_roi_align=MultiLevelRoIAlign(mask_size, cfg["roi_sampling_ratio"], kernels=kernels),
+        mask_roi_align=MultiLevelRoIAlign(mask_size, cfg["roi_sampling_ratio"], kernels=kernels, layer=roi_layer),
         mask_head=MaskHead(channels, tuple(cfg["mask_head_channels"]), norm=cfg["head_norm"]),
         mask_predictor=MaskPredictor(
             cfg["mask_head_channels"][-1], cfg["num_classes"], cfg["mask_dim_reduced"],
@@ -141,7 +148,7 @@ def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
         batch_size_per_image=cfg["box_batch_size_per_image"], positive_fraction=cfg["box_positive_fraction"],
         bbox_reg_weights=tuple(cfg["bbox_reg_weights"]),
         score_thresh=cfg["box_score_thresh"], nms_thresh=cfg["box_nms_thresh"],
-        detections_per_img=cfg["box_detections_per_img"], kernels=kernels,
+        detections_per_img=cfg["box_detections_per_img"], kernels=kernels, mask_loss=mask_loss,
     )
 
     transform = ImageTransform(

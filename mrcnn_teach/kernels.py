@@ -20,20 +20,23 @@ from . import roi_ops as _roi_ops
 
 @dataclass(frozen=True)
 class Kernels:
-    """A named set of the three ops that have a compiled twin in torchvision."""
+    """A named set of the ops that have a compiled twin in torchvision."""
 
     name: str
     nms: Callable  # (boxes (N,4), scores (N,), iou_threshold) -> keep (K,) int64
     batched_nms: Callable  # (boxes (N,4), scores (N,), idxs (N,), iou_threshold) -> keep (K,) int64
     roi_align: Callable  # (input (B,C,H,W), boxes, output_size, spatial_scale, sampling_ratio, aligned) -> (K,C,ph,pw)
+    roi_pool: Callable  # (input (B,C,H,W), boxes, output_size, spatial_scale) -> (K,C,ph,pw); for the RoIPool ablation
 
 
-TEACHING = Kernels("teaching", _nms.nms, _nms.batched_nms, _roi_ops.roi_align)
-TORCHVISION = Kernels("torchvision", torchvision.ops.nms, torchvision.ops.batched_nms, torchvision.ops.roi_align)
+TEACHING = Kernels("teaching", _nms.nms, _nms.batched_nms, _roi_ops.roi_align, _roi_ops.roi_pool)
+TORCHVISION = Kernels("torchvision", torchvision.ops.nms, torchvision.ops.batched_nms, torchvision.ops.roi_align,
+                      torchvision.ops.roi_pool)
 # The fastest set for training on a CPU: torchvision's compiled greedy NMS, but this package's fast
 # RoIAlign, whose windowed separable form (two small matrix products per RoI, roi_align_fast.py)
 # runs forward + backward several times faster than torchvision's CPU kernel (benchmarks/README.md).
-MIXED = Kernels("mixed", torchvision.ops.nms, torchvision.ops.batched_nms, _roi_align_fast.roi_align)
+MIXED = Kernels("mixed", torchvision.ops.nms, torchvision.ops.batched_nms, _roi_align_fast.roi_align,
+                torchvision.ops.roi_pool)
 
 _BY_NAME = {k.name: k for k in (TEACHING, TORCHVISION, MIXED)}
 

@@ -12,6 +12,7 @@ Run as a script, this module executes notebooks in place and reports their run t
 `make notebooks-run`; the README's run-time table comes from it):
 
     python -m mrcnn_teach.notebook notebooks/03_anchors.ipynb [...]
+    python -m mrcnn_teach.notebook --thumbnails notebooks/thumbnails notebooks/*.ipynb
 """
 
 from __future__ import annotations
@@ -152,6 +153,33 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> float:
     return seconds
 
 
+def save_thumbnail(path: str | Path, out_dir: str | Path, width: int = 280) -> Path | None:
+    """The notebook's picture for the README table, shrunk to `width` px: out_dir/<notebook>.png.
+
+    The picture is the first image output of the cell whose source holds "# README thumbnail", or
+    else the notebook's first image output.
+    """
+    import base64
+    import io
+
+    import nbformat
+    from PIL import Image
+
+    nb = nbformat.read(Path(path), as_version=4)
+    images = [(("# README thumbnail" in cell.source), out["data"]["image/png"])
+              for cell in nb.cells if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
+    if not images:
+        return None
+    chosen = next((png for marked, png in images if marked), images[0][1])
+    image = Image.open(io.BytesIO(base64.b64decode(chosen))).convert("RGB")
+    image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+    out = Path(out_dir) / f"{Path(path).stem}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, optimize=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import platform
@@ -159,8 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Execute notebooks in place and print their run times.")
     parser.add_argument("notebooks", nargs="+")
     parser.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
+    parser.add_argument("--thumbnails", metavar="DIR", help="only write each notebook's README thumbnail into DIR")
     args = parser.parse_args(argv)
     import os
+
+    if args.thumbnails:
+        for nb in args.notebooks:
+            print(save_thumbnail(nb, args.thumbnails))
+        return 0
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
     for nb in args.notebooks:

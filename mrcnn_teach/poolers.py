@@ -73,14 +73,28 @@ class MultiLevelRoIAlign(nn.Module):
 
     aligned=False by default: torchvision's Mask R-CNN (and its pre-trained weights) uses the original
     RoIAlign without the half-pixel shift (Detectron2 later set aligned=True).
+
+    layer="pool" swaps RoIAlign for Fast R-CNN's RoIPool (same levels, same output size; sampling_ratio
+    and aligned do not apply): the RoI layer of the paper's ablation, Table 2c.
     """
 
-    def __init__(self, output_size: int, sampling_ratio: int, kernels: Kernels = TEACHING, aligned: bool = False):
+    def __init__(self, output_size: int, sampling_ratio: int, kernels: Kernels = TEACHING, aligned: bool = False,
+                 layer: str = "align"):
         super().__init__()
+        if layer not in ("align", "pool"):
+            raise ValueError(f"MultiLevelRoIAlign: layer must be 'align' (RoIAlign) or 'pool' (RoIPool), got {layer!r}")
         self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
+        self.layer = layer
         self.kernels = get_kernels(kernels)
+
+    def pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        """One level: (B, C, H_l, W_l), rois (N_l, 5) -> (N_l, C, out, out) with the chosen RoI layer."""
+        if self.layer == "pool":
+            return self.kernels.roi_pool(feature, rois, self.output_size, spatial_scale=scale)
+        return self.kernels.roi_align(feature, rois, self.output_size, spatial_scale=scale,
+                                      sampling_ratio=self.sampling_ratio, aligned=self.aligned)
 
     def scales(self, features: list[Tensor], image_sizes: list[tuple[int, int]]) -> list[float]:
         """1/stride of each pooled level, from the height of the feature map and of the tallest image."""
@@ -101,9 +115,7 @@ class MultiLevelRoIAlign(nn.Module):
             idx = torch.nonzero(levels == level).squeeze(1)  # (N_l,) the RoIs of this level
             if idx.numel() == 0:
                 continue
-            pooled_l = self.kernels.roi_align(feature, rois[idx], self.output_size, spatial_scale=scale,
-                                              sampling_ratio=self.sampling_ratio,
-                                              aligned=self.aligned)  # (N_l, C, out, out)
+            pooled_l = self.pool(feature, rois[idx], scale)  # (N_l, C, out, out)
             pooled = pooled.index_copy(0, idx, pooled_l.to(pooled.dtype))  # (N, C, out, out) back in input order
         return pooled
 
