@@ -1,10 +1,10 @@
-"""RoIAlign alone, forward + backward: ours (roi_ops.py) against torchvision's kernel, in one process.
+"""RoIAlign alone, forward + backward: ours, plain (roi_ops.py) and fast (roi_align_fast.py), against torchvision's kernel.
 
     python benchmarks/roi_align_time.py [--repeats 5]
 
 Two workloads: the shapes_tiny box head's (8 images x 64 channels x 32 x 32 on P2, 1024 RoIs of
 4-60 cells, 7x7, sampling ratio 2) and a large map (1 x 256 x 200 x 200, 1000 RoIs). Prints the
-median time of each and the ratio ours / torchvision.
+median time of each, in one process, and the ratios to torchvision.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 import torchvision
 
-from mrcnn_teach.roi_ops import roi_align
+from mrcnn_teach import roi_align_fast, roi_ops
 
 
 def random_rois(num: int, batch: int, size: int, smallest: float, largest: float, generator) -> torch.Tensor:
@@ -51,9 +51,11 @@ def main(argv=None) -> int:
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; forward + backward, median of {args.repeats}")
     for name, (features, rois) in workloads.items():
-        ours = time_fwd_bwd(roi_align, features, rois, args.repeats)
+        plain = time_fwd_bwd(roi_ops.roi_align, features, rois, args.repeats)
+        fast = time_fwd_bwd(roi_align_fast.roi_align, features, rois, args.repeats)
         theirs = time_fwd_bwd(torchvision.ops.roi_align, features, rois, args.repeats)
-        print(f"  {name:<46} ours {ours * 1e3:7.1f} ms   torchvision {theirs * 1e3:7.1f} ms   ratio {ours / theirs:.2f}")
+        print(f"  {name:<46} plain {plain * 1e3:7.1f} ms ({plain / theirs:.2f})   fast {fast * 1e3:7.1f} ms "
+              f"({fast / theirs:.2f})   torchvision {theirs * 1e3:7.1f} ms")
     return 0
 
 
