@@ -22,8 +22,8 @@ from .roi_heads import RoIHeads
 from .rpn import RegionProposalNetwork, RPNHead
 from .transform import ImageTransform
 
-# torchvision's maskrcnn_resnet50_fpn, setting for setting (COCO: 80 classes + background, with
-# the 11 unused ids of the original COCO label map kept, hence 91).
+# torchvision's maskrcnn_resnet50_fpn, setting for setting (COCO: 80 classes with their original
+# category ids 1..90, 10 of which are unused, plus background 0, hence 91 outputs).
 RESNET50_FPN: dict[str, Any] = dict(
     # backbone: frozen BN and the first two stages frozen, as for pretrained ImageNet/COCO weights
     depth=50, norm="frozen_bn", trainable_layers=3, fpn_channels=256,

@@ -78,14 +78,13 @@ def test_softmax_mask_loss_is_fcn_per_pixel_cross_entropy():
     torch.testing.assert_close(softmax_mask_loss(logits, targets, labels), F.cross_entropy(logits, pixel_class))
 
 
-def test_softmax_mask_loss_soft_targets_split_between_class_and_background():
-    logits = torch.zeros(1, 4, 1, 1)  # uniform: every channel 1/4
-    loss = softmax_mask_loss(logits, torch.tensor([[[0.3]]]), torch.tensor([2]))
-    torch.testing.assert_close(loss, torch.log(torch.tensor(4.0)))  # -(0.3 + 0.7) log(1/4)
-    logits = torch.tensor([[[[0.0]], [[5.0]], [[-1.0]]]])  # (1, 3, 1, 1)
-    loss = softmax_mask_loss(logits, torch.tensor([[[0.25]]]), torch.tensor([1]))
-    logp = torch.log_softmax(logits[0, :, 0, 0], dim=0)
-    torch.testing.assert_close(loss, -(0.75 * logp[0] + 0.25 * logp[1]))
+def test_softmax_mask_loss_thresholds_soft_targets_at_one_half():
+    # RoIAlign'd GT masks are soft at the border: a pixel is the RoI's class from t = 0.5 up.
+    logits = torch.tensor([[[[0.0, 0.0, 0.0]], [[5.0, 5.0, 5.0]], [[-1.0, -1.0, -1.0]]]])  # (1, K+1=3, 1, 3)
+    targets = torch.tensor([[[0.3, 0.5, 0.9]]])  # (1, 1, 3)
+    logp = torch.log_softmax(logits[0, :, 0, 0], dim=0)  # the same logits at every pixel
+    expected = -(logp[0] + logp[1] + logp[1]) / 3  # background, class 1, class 1
+    torch.testing.assert_close(softmax_mask_loss(logits, targets, torch.tensor([1])), expected)
 
 
 def test_softmax_gives_every_channel_a_gradient_sigmoid_only_the_gt_class():
