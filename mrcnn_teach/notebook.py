@@ -52,13 +52,26 @@ def setup(seed: int = 0) -> None:
         pass
 
 
+def _relative(path: Path) -> str:
+    """A source file's path as the reader would name it: 'mrcnn_teach/roi_ops.py',
+    'torchvision/models/resnet.py' -- relative to the package or to its sys.path entry, never a machine path."""
+    import sys
+
+    roots = [_PACKAGE_ROOT.parent] + [Path(p).resolve() for p in sys.path if p and Path(p).is_dir()]
+    best = None
+    for root in roots:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if best is None or len(rel.parts) < len(best.parts):
+            best = rel  # the deepest root gives the shortest, most familiar name
+    return best.as_posix() if best is not None else path.name
+
+
 def _where(obj) -> str:
     """'mrcnn_teach/roi_ops.py, lines 120-161' -- relative to the package, never a machine path."""
-    path = Path(inspect.getsourcefile(obj)).resolve()
-    try:
-        shown = path.relative_to(_PACKAGE_ROOT.parent).as_posix()
-    except ValueError:
-        shown = path.name
+    shown = _relative(Path(inspect.getsourcefile(obj)).resolve())
     lines, first = inspect.getsourcelines(obj)
     return f"{shown}, lines {first}-{first + len(lines) - 1}" if first else shown
 

@@ -72,3 +72,10 @@ def test_thumbnail_prefers_the_marked_cell(tmp_path):
     image = Image.open(out)
     assert out.name == "07_demo.png" and image.size == (100, 50)
     assert image.getpixel((50, 25)) == (0, 0, 255)
+
+
+def test_show_source_of_torchvision_code_names_the_package_path():
+    from torchvision.models.resnet import BasicBlock
+
+    shown = notebook.show_source(BasicBlock)
+    assert shown.where.startswith("torchvision/models/resnet.py, lines "), shown.where

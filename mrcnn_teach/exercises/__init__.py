@@ -18,7 +18,7 @@ def run_check(name: str, compare: Callable[[], Any]) -> bool:
     try:
         compare()
     except NotImplementedError:
-        print(f"[ ] {name}: not attempted yet (replace the NotImplementedError with your code)")
+        print(f"[ ] {name}: not attempted yet (write your answer in the cell above, then run this cell again)")
         return False
     except AssertionError as err:
         print(f"[x] {name}: not yet right: {err}")

@@ -1,0 +1,543 @@
+# %% [markdown]
+# # 00 — A tour of Mask R-CNN
+#
+# Mask R-CNN (He, Gkioxari, Dollár and Girshick, 2017) finds every object in an image and gives each
+# one a class, a box and a pixel mask. It is Faster R-CNN (Ren et al. 2015) with a third branch: next
+# to the branch that classifies a region and refines its box, a small fully convolutional network
+# predicts the region's mask (paper, Sec. 3 and Figure 1). This notebook follows one image through a
+# trained model, stage by stage, so that you have seen the whole machine before the notebooks that
+# follow take it apart, one stage each.
+#
+# **You will learn**
+# - the stages of Mask R-CNN, in the order the data flows through them, and which notebook and which
+#   `mrcnn_teach` module teaches each one;
+# - the shape of every tensor on the way from an image to pasted instance masks;
+# - how `MaskRCNN.forward` is nothing but a composition of its submodules: calling them one by one
+#   gives exactly the same detections as `model([image])`;
+# - what a trained model's feature maps, proposals and detections look like.
+#
+# **Builds on:** nothing yet; this is the first notebook. You need PyTorch basics (tensors,
+# `nn.Conv2d`, a CNN classifier).
+#
+# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 4 minutes; later notebooks load it in a second.
+
+# %%
+from mrcnn_teach.notebook import setup, show_source, print_shapes
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.patches import FancyBboxPatch, Patch
+
+from mrcnn_teach.datasets import ShapesDataset
+from mrcnn_teach.fpn import BackboneWithFPN
+from mrcnn_teach.model import MaskRCNN
+from mrcnn_teach.poolers import assign_levels
+from mrcnn_teach.pretrained import trained_shapes_model
+from mrcnn_teach.roi_heads import RoIHeads
+from mrcnn_teach.rpn import flatten_head_outputs
+from mrcnn_teach.visualize import draw_boxes, draw_instances
+
+torch.set_grad_enabled(False)  # this tour only runs the model forward: no gradients anywhere below
+setup()
+
+# %% [markdown]
+# ## 1. The pipeline at a glance
+#
+# Mask R-CNN works in two stages (Sec. 3). The **first stage** looks at the whole image: a ResNet
+# *backbone* computes feature maps C2–C5, a *Feature Pyramid Network* (FPN) turns them into a pyramid
+# P2–P6 with the same width at every scale, and the *Region Proposal Network* (RPN) scores a fixed set
+# of reference boxes (*anchors*) on every level and moves the best of them onto objects: the
+# *proposals*. The **second stage** looks at each proposal on its own: *RoIAlign* cuts a fixed-size
+# feature grid out of the pyramid for it, a *box head* says which class it is and refines its box, and
+# a *mask head* predicts a 28×28 mask for it, one per class. Finally the masks are pasted back into
+# the image. During training the same forward pass returns five losses instead of detections.
+#
+# The diagram below is an expanded version of the paper's Figure 1. Each box names the stage, the
+# shape of its output for one 128×128 image with the small model we use (`shapes_tiny`: a ResNet-18,
+# 64 FPN channels, 4 classes counting the background) and the notebook that teaches it.
+
+# %%
+# name: (centre x, centre y, height, output on one 128x128 image, notebook, group)
+STAGES = {
+    "image": (0, 0, 1.25, "(3, 128, 128)", "", "io"),
+    "transform": (1, 0, 1.25, "normalise, resize, pad\n(1, 3, 128, 128)", "08", "io"),
+    "ResNet body": (2, 0, 1.25, "C2–C5, strides 4–32\n(1, 64, 32, 32) …", "01", "backbone"),
+    "FPN": (3, 0, 1.25, "P2–P6, 64 channels\n(1, 64, 32, 32) …", "02", "backbone"),
+    "RPN head": (4, 0, 1.25, "objectness (1, 3, 32, 32) …\ndeltas (1, 12, 32, 32) …", "04", "rpn"),
+    "anchors": (4, -1, 1.25, "3 per position\n(4092, 4)", "03", "rpn"),
+    "proposals": (3, -1, 1.25, "decode, NMS\n(100, 4)", "04", "rpn"),
+    "RoIAlign": (2, -1, 1.25, "7×7 for the box head\n14×14 for the mask head", "05", "heads"),
+    "box head": (1, -0.78, 0.8, "class, box: (D, 4), (D, 16)", "06", "heads"),
+    "mask head": (1, -1.22, 0.8, "masks (D, 4, 28, 28)", "06", "heads"),
+    "paste masks": (0, -1, 1.25, "boxes, labels, scores\nmasks (D, 1, 128, 128)", "10", "io"),
+}
+GROUPS = {"io": ("0.85", "input / output"), "backbone": ("#9ecae1", "backbone (C and P maps)"),
+          "rpn": ("#fdd0a2", "first stage: RPN"), "heads": ("#a1d99b", "second stage: RoI heads")}
+ARROWS = [("image", "transform"), ("transform", "ResNet body"), ("ResNet body", "FPN"), ("FPN", "RPN head"),
+          ("RPN head", "proposals"), ("anchors", "proposals"), ("proposals", "RoIAlign"),
+          ("RoIAlign", "box head"), ("RoIAlign", "mask head"), ("box head", "paste masks"),
+          ("mask head", "paste masks")]
+
+
+def draw_pipeline(ax, width=2.2, dx=2.7, dy=2.3):
+    """Boxes and arrows of the pipeline; x, y in STAGES are in units of (dx, dy)."""
+    def edge(name, side):  # a point on the left/right edge, or the bottom/top, of a box
+        x, y, h = STAGES[name][0] * dx, STAGES[name][1] * dy, STAGES[name][2]
+        return {"left": (x - width / 2 - 0.05, y), "right": (x + width / 2 + 0.05, y),
+                "bottom": (x - 0.3, y - h / 2 - 0.05), "top": (x + 0.3, y + h / 2 + 0.05)}[side]
+
+    for name, (x, y, h, shape, nb, group) in STAGES.items():
+        x, y = x * dx, y * dy
+        ax.add_patch(FancyBboxPatch((x - width / 2, y - h / 2), width, h, boxstyle="round,pad=0.04",
+                                    facecolor=GROUPS[group][0], edgecolor="0.3"))
+        tall = h > 1
+        ax.text(x, y + (0.3 if tall else 0.14), name, ha="center", va="center", fontsize=9, fontweight="bold")
+        ax.text(x, y - (0.2 if tall else 0.16), shape, ha="center", va="center", fontsize=7)
+        if nb:
+            ax.text(x + width / 2, y + h / 2, f"nb {nb}", ha="right", va="top", fontsize=7, color="white",
+                    bbox=dict(facecolor="0.25", edgecolor="none", pad=1.2))
+    for a, b in ARROWS:
+        xa, xb = STAGES[a][0], STAGES[b][0]
+        if a == "RPN head":  # down and to the left, from one row to the next
+            start, end = edge(a, "bottom"), edge(b, "top")
+        elif xb > xa:
+            start, end = edge(a, "right"), edge(b, "left")
+        else:
+            start, end = edge(a, "left"), edge(b, "right")
+        ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle="-|>", color="0.2", lw=1.3))
+    ax.text(1 * dx, -1 * dy - 0.95, "training instead returns the losses: RPN (nb 04), "
+            "L_cls + L_box (nb 06), L_mask (nb 07); the loop: nb 09", ha="center", va="top", fontsize=8,
+            color="C3")
+    ax.set_xlim(-width / 2 - 0.2, 4 * dx + width / 2 + 0.2)
+    ax.set_ylim(-dy - 1.6, 0.85)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+
+
+fig, ax = plt.subplots(figsize=(12, 4.5))
+draw_pipeline(ax)
+ax.legend(handles=[Patch(facecolor=c, edgecolor="0.3", label=name) for c, name in GROUPS.values()],
+          loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=8, ncols=4)
+ax.set_title("Mask R-CNN stage by stage (the paper's Figure 1, expanded; all of it: nb 08); D = detections")
+plt.show()
+
+# %% [markdown]
+# Where each stage lives in the library, and where it is taught:
+#
+# | stage | what it computes | module | notebook |
+# |---|---|---|---|
+# | transform | normalise, resize (shorter side 800, here 128), pad to a multiple of 32 | `transform.py` | [08 — The full model](08_full_model.ipynb) |
+# | ResNet body | C2, C3, C4, C5 at strides 4, 8, 16, 32 | `backbone.py`, `norm.py` | [01 — Backbone](01_backbone.ipynb) |
+# | FPN | P2–P5 by a top-down pathway with lateral connections, P6 by subsampling P5 | `fpn.py` | [02 — FPN](02_fpn.ipynb) |
+# | anchors | k = 3 boxes per position of every level | `anchors.py` | [03 — Anchors](03_anchors.ipynb) |
+# | RPN | objectness and box deltas per anchor; decode, NMS → proposals | `rpn.py`, `boxes.py`, `nms.py`, `matcher.py` | [04 — RPN](04_rpn.ipynb) |
+# | RoIAlign | a 7×7 or 14×14 feature grid per RoI, from the level its size selects | `roi_ops.py`, `poolers.py` | [05 — RoIAlign](05_roi_align.ipynb) |
+# | heads | class scores, per-class box deltas, per-class 28×28 mask logits | `heads.py`, `roi_heads.py` | [06 — Heads](06_heads.ipynb) |
+# | mask loss | per-pixel sigmoid BCE on the ground-truth class's mask | `roi_heads.py`, `masks.py` | [07 — Mask loss](07_mask_loss.ipynb) |
+# | full model | the composition, its input/output contract, the configurations | `model.py`, `configs.py` | [08 — The full model](08_full_model.ipynb) |
+# | training | the loss of both stages, SGD with warm-up and step decay | `train.py` | [09 — Training](09_training.ipynb) |
+# | inference | score threshold, per-class NMS, masks pasted into the image | `roi_heads.py`, `masks.py`, `transform.py` | [10 — Inference](10_inference.ipynb) |
+# | evaluation | box and mask AP, as COCO computes it | `evaluate.py` | [11 — Evaluation](11_evaluation.ipynb) |
+
+# %% [markdown]
+# ## 2. A trained model and one held-out image
+#
+# `trained_shapes_model()` returns the `shapes_tiny` Mask R-CNN trained for 500 steps on the built-in
+# shapes data (squares, circles and triangles on a coloured background), in eval mode. It is small:
+# a ResNet-18 body, narrow heads, and 4 classes (background counts as class 0, as in torchvision).
+# The next cell prints the parameter count of each of its four parts; the backbone holds most of them.
+
+# %%
+model = trained_shapes_model()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("classes:", model.class_names)
+for name in ("backbone", "rpn", "roi_heads", "transform"):
+    part = getattr(model, name)
+    print(f"{name:<10} {type(part).__name__:<22} {sum(p.numel() for p in part.parameters()):>10,} parameters")
+
+# %% [markdown]
+# The image comes from the held-out split (`seed=1`; training used `seed=0`). Its target holds one
+# box `(x1, y1, x2, y2)`, one label and one full-size binary mask per object.
+
+# %%
+dataset = ShapesDataset(100, seed=1)
+image, target = dataset[12]
+print_shapes(image=image, boxes=target["boxes"], labels=target["labels"], masks=target["masks"])
+G = len(target["labels"])
+assert image.shape == (3, 128, 128)
+assert target["boxes"].shape == (G, 4) and target["masks"].shape == (G, 128, 128)
+
+# %%
+fig, ax = plt.subplots(figsize=(4, 4))
+draw_instances(ax, image, target["boxes"], target["labels"], masks=target["masks"],
+               class_names=model.class_names)
+ax.set_title(f"held-out image 12: ground truth ({G} objects)")
+plt.show()
+
+# %% [markdown]
+# `MaskRCNN.forward` is the whole of Figure 1 in five lines: `transform`, `backbone`, `rpn`,
+# `roi_heads`, and `transform.postprocess` at inference. The rest of this notebook calls those
+# parts one at a time, and inside each part its own submodules, and checks the shapes on the way.
+
+# %%
+show_source(MaskRCNN.forward)
+
+# %% [markdown]
+# ## 3. Transform: a list of images becomes one batch
+#
+# The model takes a *list* of `(3, H, W)` images in [0, 1], because real images differ in size. The
+# transform normalises each with the ImageNet mean and standard deviation, resizes it so its shorter
+# side is `min_size` (800 in the paper, Sec. 3.1; 128 here, so our image keeps its size), and pads the
+# batch with zeros to a multiple of 32, so that every pyramid level tiles it exactly. It returns the
+# batch and each image's size before padding. [08 — The full model](08_full_model.ipynb) covers it.
+
+# %%
+images = [image]
+batch, image_sizes, _ = model.transform(images)  # (B, 3, H, W)
+B, _, H, W = batch.shape
+print_shapes(batch=batch)
+print("image_sizes:", image_sizes)
+assert batch.shape == (1, 3, 128, 128) and image_sizes == [(128, 128)]
+
+# %% [markdown]
+# ## 4. Backbone: C2–C5 (notebook 01)
+#
+# `model.backbone` is a `BackboneWithFPN` with two parts, `body` (the ResNet) and `fpn`:
+
+# %%
+show_source(BackboneWithFPN.forward)
+
+# %% [markdown]
+# The ResNet body returns the last feature map of each of its four stages, named C2, C3, C4, C5 after
+# ResNet's stages conv2_x … conv5_x (FPN paper, Sec. 3). Each stage halves the resolution and widens the
+# channels, so C_l has stride 2^l: for a 128×128 batch we expect 32×32, 16×16, 8×8 and 4×4 maps with
+# ResNet-18's 64, 128, 256 and 512 channels. [01 — Backbone](01_backbone.ipynb) builds the ResNet
+# and shows what happens when the side is not a multiple of 32.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+C2, C3, C4, C5 = model.backbone.body(batch)
+print_shapes(C2=C2, C3=C3, C4=C4, C5=C5)
+for level, (C, channels) in enumerate(zip((C2, C3, C4, C5), (64, 128, 256, 512)), start=2):
+    assert C.shape == (B, channels, H // 2**level, W // 2**level)
+
+# %% [markdown]
+# ## 5. FPN: P2–P6 (notebook 02)
+#
+# C2 is sharp but has seen little context; C5 has seen the whole image but at a stride of 32. The FPN
+# (Lin et al. 2017, Sec. 3) gives every level both: a 1×1 *lateral* conv brings each C_l to the same
+# width (256 in the paper, 64 here), a *top-down* pathway adds the upsampled coarser level to it, and a
+# 3×3 conv smooths the sum. P6 is P5 subsampled by 2, used only for the RPN's largest anchors
+# (FPN Sec. 4.1). We expect five maps with 64 channels each, at strides 4 to 64.
+# [02 — FPN](02_fpn.ipynb) takes it apart.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+features = model.backbone.fpn([C2, C3, C4, C5])  # [P2, P3, P4, P5, P6]
+P2, P3, P4, P5, P6 = features
+print_shapes(P2=P2, P3=P3, P4=P4, P5=P5, P6=P6)
+d = model.backbone.out_channels
+for level, P in enumerate(features, start=2):
+    assert P.shape == (B, d, H // 2**level, W // 2**level)
+assert d == 64
+
+# %% [markdown]
+# What do these maps respond to? Below, for each level, the channel with the largest spatial
+# variance, its magnitude scaled to [0, 1] per map (one shared colour bar). The trained backbone
+# lights up on the shapes and their edges; deeper levels are coarser, one pixel of P5 covers 32×32
+# image pixels.
+
+# %%
+def strongest_channel(fmap):
+    """(1, C, h, w) -> (h, w): the channel with the largest spatial variance, |.| scaled to [0, 1]."""
+    fmap = fmap[0]
+    channel = fmap.flatten(1).var(dim=1).argmax()
+    m = fmap[channel].abs()
+    return m / m.max().clamp(min=1e-12)
+
+
+fig, axes = plt.subplots(2, 5, figsize=(12, 5), layout="constrained")
+axes[0, 0].imshow(image.permute(1, 2, 0))
+axes[0, 0].set_title("input (128×128)")
+for ax, (name, fmap) in zip(axes.flat[1:], [("C2", C2), ("C3", C3), ("C4", C4), ("C5", C5),
+                                            ("P2", P2), ("P3", P3), ("P4", P4), ("P5", P5), ("P6", P6)]):
+    im = ax.imshow(strongest_channel(fmap), cmap="magma", vmin=0, vmax=1)
+    ax.set_title(f"{name}: {fmap.shape[-2]}×{fmap.shape[-1]}, stride {H // fmap.shape[-2]}")
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="|activation| / max of the map")
+fig.suptitle("Backbone (top, C2–C5) and FPN (bottom, P2–P6) feature maps of the trained model: "
+             "strongest channel per level")
+plt.show()
+
+# %% [markdown]
+# ## 6. Anchors (notebook 03)
+#
+# The RPN does not predict boxes from nothing: it scores and adjusts a fixed set of *anchors*, k
+# reference boxes centred at every position of every level (Faster R-CNN Sec. 3.1.1). With an FPN each
+# level gets one anchor size (here 8, 16, 32, 64, 128 pixels on P2–P6; 32–512 in the paper) and three
+# aspect ratios 1:2, 1:1, 2:1, so k = 3 (FPN Sec. 4.1). The count is therefore
+# $A = \sum_l h_l\, w_l\, k = 3\,(32^2 + 16^2 + 8^2 + 4^2 + 2^2) = 4092$.
+# [03 — Anchors](03_anchors.ipynb) builds them.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+anchor_generator = model.rpn.anchor_generator
+feature_sizes = [tuple(P.shape[-2:]) for P in features]
+anchors = anchor_generator((H, W), feature_sizes)  # (A, 4) x1y1x2y2 in batch pixels
+k = anchor_generator.num_anchors_per_location()
+per_level = [h * w * kl for (h, w), kl in zip(feature_sizes, k)]
+print("anchor sizes per level:", anchor_generator.sizes)
+print("anchors per location:  ", k)
+print("anchors per level:     ", per_level, "-> total", sum(per_level))
+print_shapes(anchors=anchors)
+A = anchors.shape[0]
+assert anchors.shape == (A, 4) and A == 3 * (32**2 + 16**2 + 8**2 + 4**2 + 2**2) == 4092
+
+# %% [markdown]
+# ## 7. RPN: objectness, deltas, proposals (notebook 04)
+#
+# One small head, shared by all levels, predicts for every anchor an *objectness* logit (object or
+# not) and four *deltas* $(t_x, t_y, t_w, t_h)$ that move and stretch it (Faster R-CNN Sec. 3.1.2):
+# a box centre $x = x_a + t_x w_a$ and width $w = w_a e^{t_w}$, the same for $y$ and $h$. So per level we
+# expect maps of shape (B, k, h, w) and (B, 4k, h, w).
+
+# %%
+objectness_maps, delta_maps = model.rpn.head(features)  # [(B, k, h, w)], [(B, 4k, h, w)]
+for (h, w), obj, dlt in zip(feature_sizes, objectness_maps, delta_maps):
+    assert obj.shape == (B, 3, h, w) and dlt.shape == (B, 12, h, w)
+print_shapes(objectness=objectness_maps, deltas=delta_maps)
+
+# %% [markdown]
+# The maps are flattened into the anchors' order (level, row, column, anchor), the deltas decoded
+# into one box per anchor, and `propose` keeps the best: the top-scoring anchors per level, clipped
+# to the image, after non-maximum suppression (NMS, IoU 0.7) and at most `post_nms_top_n` (100 here,
+# 1000 in the paper) per image. These are the calls of `RegionProposalNetwork.forward` at inference:
+
+# %%
+objectness, deltas, num_per_level = flatten_head_outputs(objectness_maps, delta_maps)  # (B, A), (B, A, 4)
+boxes_per_anchor = model.rpn.box_coder.decode(deltas.reshape(B * A, 4), anchors.repeat(B, 1)).view(B, A, 4)
+proposals, proposal_scores = model.rpn.propose(boxes_per_anchor, objectness, image_sizes, num_per_level)
+N = proposals[0].shape[0]
+print_shapes(objectness=objectness, deltas=deltas, boxes_per_anchor=boxes_per_anchor,
+             proposals=proposals, proposal_scores=proposal_scores)
+assert objectness.shape == (B, A) and deltas.shape == (B, A, 4) and boxes_per_anchor.shape == (B, A, 4)
+assert proposals[0].shape == (N, 4) and proposal_scores[0].shape == (N,) and N <= model.rpn.post_nms_top_n
+
+# the same as running the whole RPN module
+proposals_rpn, _ = model.rpn(batch, image_sizes, features)
+assert torch.equal(proposals_rpn[0], proposals[0])
+
+# %% [markdown]
+# The proposals come sorted by objectness. The 15 best (brightest = highest objectness) already
+# hug the shapes, often several per object: the second stage will sort them out.
+
+# %%
+top = 15
+scores_top = proposal_scores[0][:top]
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), layout="constrained")
+draw_boxes(axes[0], image, proposals[0], color="yellow", linewidth=0.6, alpha=0.6)
+axes[0].set_title(f"all {N} proposals")
+colors = plt.cm.viridis(scores_top.numpy())
+draw_boxes(axes[1], image, proposals[0][:top], color=colors, linewidth=1.5)
+axes[1].set_title(f"top {top} proposals, coloured by objectness")
+fig.colorbar(plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, 1)), ax=axes[1],
+             shrink=0.8, label="objectness probability")
+fig.suptitle("RPN output on the held-out image")
+plt.show()
+
+# %% [markdown]
+# ## 8. RoIAlign: a fixed-size grid per proposal (notebook 05)
+#
+# Every proposal has its own size, but the heads need a fixed input. RoIAlign (Sec. 3) samples a
+# 7×7 grid of feature values inside the box with bilinear interpolation, never rounding a
+# coordinate, from the pyramid level chosen by the box size (FPN Eq. 1):
+# $k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$, clamped to 2–5. A box reads from P2 unless
+# $\sqrt{wh} \ge 112$ pixels; our shapes are at most about 50 pixels across, so we expect (almost)
+# every proposal to read from P2, and a (N, 64, 7, 7) tensor for the N proposals.
+# [05 — RoIAlign](05_roi_align.ipynb) derives it from RoIPool.
+
+# %%
+roi_heads = model.roi_heads
+show_source(RoIHeads.box_logits, RoIHeads.mask_logits)
+
+# %%
+box_features = roi_heads.box_roi_align(features, proposals, image_sizes)  # (N, C, 7, 7)
+levels = assign_levels(proposals[0]) + 2  # (N,) pyramid level 2..5 of each proposal
+print_shapes(box_features=box_features)
+print("proposals per level P2..P5:", torch.bincount(levels - 2, minlength=4).tolist())
+assert box_features.shape == (N, d, 7, 7)
+
+# %% [markdown]
+# ## 9. Heads: class, box and mask (notebook 06)
+#
+# The box head turns each 7×7 grid into a vector (here four 3×3 convs and one fully connected layer
+# of 1024; the paper's ResNet-FPN model uses two fully connected layers), and the predictor maps it
+# to K+1 = 4 class logits and (K+1)·4 = 16 box deltas, one box per class (Fast R-CNN Sec. 2.2).
+
+# %%
+box_vectors = roi_heads.box_head(box_features)  # (N, 1024)
+class_logits, box_deltas = roi_heads.box_predictor(box_vectors)  # (N, K+1), (N, (K+1)*4)
+num_classes = model.num_classes
+print_shapes(box_vectors=box_vectors, class_logits=class_logits, box_deltas=box_deltas)
+assert box_vectors.shape == (N, 1024)
+assert class_logits.shape == (N, num_classes) and box_deltas.shape == (N, num_classes * 4)
+
+# %% [markdown]
+# At inference each (proposal, class) pair is a candidate: softmax score, box decoded with that
+# class's deltas, a score threshold (0.05) and per-class NMS (IoU 0.5). What remains are the D
+# detections. [10 — Inference](10_inference.ipynb) counts the survivors of each step.
+
+# %%
+det_boxes, det_scores, det_labels = roi_heads.postprocess_detections(class_logits, box_deltas, proposals,
+                                                                     image_sizes)  # per image (D, 4), (D,), (D,)
+D = det_boxes[0].shape[0]
+print_shapes(det_boxes=det_boxes, det_scores=det_scores, det_labels=det_labels)
+assert det_boxes[0].shape == (D, 4) and det_scores[0].shape == (D,) and det_labels[0].shape == (D,)
+
+# %% [markdown]
+# The mask branch runs on these D final boxes, not on the proposals (Sec. 3.1, "Inference"): RoIAlign
+# at 14×14, four 3×3 convs, a 2×2 stride-2 deconvolution to 28×28 and a 1×1 conv with one output per
+# class. Of the K+1 mask logit maps only the detected class's is kept, through a sigmoid: the class
+# comes from the box branch, the mask branch only says which pixels (Sec. 3, decoupling;
+# [07 — Mask loss](07_mask_loss.ipynb) shows why it is trained with a per-pixel sigmoid).
+
+# %%
+mask_features = roi_heads.mask_roi_align(features, det_boxes, image_sizes)  # (D, C, 14, 14)
+mask_hidden = roi_heads.mask_head(mask_features)  # (D, 32, 14, 14)
+mask_logits = roi_heads.mask_predictor(mask_hidden)  # (D, K+1, 28, 28)
+rows = torch.arange(D)
+mask_probs = mask_logits[rows, det_labels[0]].sigmoid()[:, None]  # (D, 1, 28, 28) of the detected class
+print_shapes(mask_features=mask_features, mask_hidden=mask_hidden, mask_logits=mask_logits, mask_probs=mask_probs)
+assert mask_features.shape == (D, d, 14, 14) and mask_hidden.shape == (D, 32, 14, 14)
+assert mask_logits.shape == (D, num_classes, 28, 28) and mask_probs.shape == (D, 1, 28, 28)
+assert torch.equal(mask_probs, roi_heads.predict_masks(features, det_boxes, det_labels, image_sizes)[0])
+
+# %% [markdown]
+# ## 10. Postprocess: back to the image (notebook 10)
+#
+# The boxes are scaled back to the caller's image size (here unchanged) and each 28×28 mask is
+# resized into its box and pasted into an empty full-size image. We expect (D, 1, 128, 128)
+# probabilities; a pixel belongs to the object where the probability exceeds 0.5.
+
+# %%
+detections = [dict(boxes=det_boxes[0], labels=det_labels[0], scores=det_scores[0], masks=mask_probs)]
+original_sizes = [tuple(img.shape[-2:]) for img in images]
+result = model.transform.postprocess(detections, image_sizes, original_sizes)[0]
+print_shapes(**result)
+assert result["masks"].shape == (D, 1, 128, 128) and result["boxes"].shape == (D, 4)
+
+# %% [markdown]
+# ## 11. The full model gives the same answer (notebook 08)
+#
+# Everything above was `MaskRCNN.forward` unrolled. Calling the model itself must give bit-identical
+# detections.
+
+# %%
+output = model(images)[0]
+for key in ("boxes", "labels", "scores", "masks"):
+    assert torch.equal(output[key], result[key]), key
+print(f"step by step == model([image]) for boxes, labels, scores and masks ({D} detections)")
+
+# %% [markdown]
+# The model keeps every detection scoring at least 0.05; a picture usually shows those above 0.5.
+# On the left the ground truth, on the right the model's detections with their pasted masks.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), layout="constrained")
+draw_instances(axes[0], image, target["boxes"], target["labels"], masks=target["masks"],
+               class_names=model.class_names)
+axes[0].set_title("ground truth")
+draw_instances(axes[1], image, output["boxes"], output["labels"], output["scores"], output["masks"],
+               class_names=model.class_names, score_thresh=0.5)
+axes[1].set_title("detections with score ≥ 0.5 (mask: probability > 0.5)")
+fig.suptitle("Mask R-CNN (shapes_tiny, 500 training steps) on held-out image 12")
+plt.show()
+
+# %% [markdown]
+# Expect mistakes: the model is small and was trained for only 500 steps (box AP50 about 0.65 on
+# held-out images; [11 — Evaluation](11_evaluation.ipynb) measures it). In the saved run, besides
+# the three right detections, it also reports the circle's region as a square with a score of 0.73.
+# NMS runs per class, so a circle box does not suppress a square box on the same object;
+# [06 — Heads](06_heads.ipynb) shows how the class scores are made.
+
+# %% [markdown]
+# ## 12. Training: the same pass returns losses (notebooks 04, 06, 07, 09)
+#
+# In train mode `model(images, targets)` runs the same stages but returns the multi-task loss of
+# Sec. 3, $L = L_{cls} + L_{box} + L_{mask}$, plus the RPN's two terms: five scalars whose sum is
+# minimised. The RPN labels anchors against the ground truth (notebook 04), the RoI heads sample
+# proposals and score them (notebook 06), and the mask loss compares 28×28 logits with the ground
+# truth mask cut out of each positive RoI (notebook 07); [09 — Training](09_training.ipynb) runs the
+# loop that minimises them. We switch to train mode for one call and back.
+
+# %%
+model.train()
+losses = model(images, [target])
+model.eval()
+print(sorted(losses))
+assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
+assert all(loss.shape == () for loss in losses.values())
+
+# %% [markdown]
+# ## Summary
+#
+# - Mask R-CNN = ResNet body (C2–C5) → FPN (P2–P6) → RPN on anchors (proposals) → RoIAlign →
+#   box head (class, box) in parallel with a mask head (one 28×28 mask per class) → paste.
+# - For a 128×128 image: C2–C5 are 32², 16², 8², 4² at strides 4–32; P2–P6 add P6 at stride 64;
+#   3 anchors per position give 4092 anchors; at most 100 proposals; 7×7 grids for the box head,
+#   14×14 for the mask head, 28×28 mask logits per class, pasted to 128×128.
+# - `MaskRCNN.forward` is a plain composition: calling `transform`, `backbone.body`, `backbone.fpn`,
+#   the RPN's head, anchors, decoding and `propose`, the RoI heads' poolers, heads and predictors,
+#   and `transform.postprocess` by hand gives bit-identical output.
+# - In train mode the same pass returns five losses instead of detections.
+
+# %% [markdown]
+# ## Exercises
+#
+# Worked solutions, for teachers, are in `solutions/00_tour.py`. Each check cell prints whether your
+# answer agrees with the library on inputs you did not choose.
+#
+# **Exercise 1.** Write `feature_sizes(H, W)`: the `(h, w)` of P2, P3, P4, P5 and P6 for a padded
+# batch of size H×W (multiples of 32), as a list of five tuples. Careful with P6: it is P5
+# subsampled with stride 2, and P5 can have an odd side.
+
+# %%
+from mrcnn_teach.exercises.nb00 import check_anchor_count, check_feature_sizes, check_fpn_level
+
+
+def feature_sizes(H, W):
+    raise NotImplementedError  # your code here
+
+
+check_feature_sizes(feature_sizes);
+
+# %% [markdown]
+# **Exercise 2.** How many anchors does the `shapes_tiny` RPN place on a padded batch of size H×W?
+# Write `count_anchors(H, W)` (3 anchors per position on each of the five levels). For a 128×128
+# image your function should give 4092.
+
+# %%
+def count_anchors(H, W):
+    raise NotImplementedError  # your code here
+
+
+check_anchor_count(count_anchors);
+
+# %% [markdown]
+# **Exercise 3.** Which FPN level would a 64×64 box go to in RoIAlign? Write `fpn_level(w, h)`
+# returning the level 2..5 for a box of width w and height h (FPN Eq. 1, with $k_0 = 4$ and the
+# canonical size 224, clamped to 2..5), then try it on a 64×64 and a 224×224 box.
+
+# %%
+def fpn_level(w, h):
+    raise NotImplementedError  # your code here
+
+
+check_fpn_level(fpn_level);
+
+# %% [markdown]
+# Next: [01 — Backbone](01_backbone.ipynb)
