@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--kernels", choices=("teaching", "torchvision", "mixed"), default=None)
 
-    p = sub.add_parser("predict", help="draw a checkpoint's detections on images")
+    p = sub.add_parser("predict", help="draw a checkpoint's detections on images (NAME.png) and list them (NAME.json)")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", required=True, help="directory for NAME.png pictures")
@@ -159,6 +160,8 @@ def _eval_dataset(ckpt: dict, data: str | None):
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_metrics
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     ckpt = load_checkpoint(args.checkpoint)
     device = dist_utils.pick_device(args.device)
     model, ckpt = model_from_checkpoint(ckpt, device, kernels=args.kernels)
@@ -175,6 +178,8 @@ def read_image(path: str) -> torch.Tensor:
     """An image file as a (3, H, W) float tensor in [0, 1]."""
     from PIL import Image
 
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a directory; predict wants image files (e.g. {path}/*.png)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
@@ -190,10 +195,23 @@ def cmd_predict(args) -> int:
 
     from .visualize import draw_instances
 
+    if not 0 <= args.score_thresh <= 1:
+        raise ValueError(f"--score-thresh is a score in [0, 1], got {args.score_thresh:g}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; predict writes NAME.png pictures into a directory")
+    stems: dict[str, str] = {}
+    for path in args.images:  # a.png and other/a.png would both write OUT/a.png
+        if Path(path).stem in stems:
+            raise ValueError(f"{stems[Path(path).stem]} and {path} would both be drawn to {out / Path(path).stem}.png; "
+                             "predict them in two runs with different --out")
+        stems[Path(path).stem] = path
+        if (out / f"{Path(path).stem}.png").resolve() == Path(path).resolve():
+            raise ValueError(f"--out {out} holds the input {path}: its picture {Path(path).stem}.png would "
+                             "overwrite the image; choose another --out")
     images = [read_image(p) for p in args.images]  # check every path before the slow part
     device = dist_utils.pick_device(args.device)
     model, ckpt = model_from_checkpoint(args.checkpoint, device, kernels=args.kernels)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path, image in zip(args.images, images):
         with torch.no_grad():
@@ -207,7 +225,14 @@ def cmd_predict(args) -> int:
         target = out / f"{Path(path).stem}.png"
         fig.savefig(target, dpi=100, bbox_inches="tight")
         plt.close(fig)
-        print(f"wrote {target}")
+        # The numbers behind the picture, for a program to read: every detection, in the image's pixels.
+        detections = [{"box": [round(v, 2) for v in box.tolist()], "label": int(label),
+                       "class": ckpt["class_names"][int(label)], "score": round(float(score), 4),
+                       "mask_pixels": int((mask[0] >= 0.5).sum())}
+                      for box, label, score, mask in zip(pred["boxes"], pred["labels"], pred["scores"], pred["masks"])]
+        (out / f"{Path(path).stem}.json").write_text(json.dumps(
+            {"image": Path(path).name, "height": int(height), "width": int(width), "detections": detections}, indent=1))
+        print(f"wrote {target} and {target.with_suffix('.json').name}")
     return 0
 
 
@@ -254,6 +279,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"\n{str(err) or 'interrupted'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:  # OSError: missing files, unwritable --out ...
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR

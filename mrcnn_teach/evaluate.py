@@ -297,13 +297,24 @@ def _per_class_ap(coco_eval: COCOeval) -> dict[str, float]:
     return out
 
 
-def _run_cocoeval(coco_gt: COCO, results: list[dict], iou_type: str, verbose: bool, per_class: bool) -> dict:
+def run_cocoeval(coco_gt: COCO, results: list[dict], iou_type: str, verbose: bool = False) -> COCOeval:
+    """pycocotools' three steps on COCO-format results -> the COCOeval object, for its arrays.
+
+    evaluate() matches detections to GT per image and category, accumulate() builds
+    eval["precision"] (T IoU thresholds, R recall points, K classes, A area ranges, M maxDets) and
+    eval["recall"], summarize() the 12 headline numbers in stats. Quiet unless verbose.
+    """
     with _quiet(verbose):
         coco_dt = _load_results(coco_gt, results, iou_type)
         coco_eval = COCOeval(coco_gt, coco_dt, iou_type)
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
+    return coco_eval
+
+
+def _run_cocoeval(coco_gt: COCO, results: list[dict], iou_type: str, verbose: bool, per_class: bool) -> dict:
+    coco_eval = run_cocoeval(coco_gt, results, iou_type, verbose)
     stats = coco_eval.stats[: len(METRIC_NAMES)]
     metrics = {name: float(v) if v >= 0 else math.nan for name, v in zip(METRIC_NAMES, stats)}
     if per_class:
@@ -374,6 +385,8 @@ def evaluate(model: torch.nn.Module, dataset_or_loader, device="cpu", batch_size
             segm_results += masks
     finally:
         model.train(was_training)
+    if index == 0:
+        raise ValueError("evaluate: the dataset (or loader) yielded no images; there is nothing to score")
     return _evaluate_results(gt.build(verbose), bbox_results, segm_results, verbose=verbose, per_class=per_class)
 
 

@@ -70,8 +70,16 @@ def test_train_resume_evaluate_predict(tmp_path, capsys):
 
     images = write_images(tmp_path / "images", 2)
     assert cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), *images, "--out", str(tmp_path / "preds")]) == 0
-    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["shape0.png", "shape1.png"]
+    assert sorted(p.name for p in (tmp_path / "preds").iterdir()) == ["shape0.json", "shape0.png", "shape1.json", "shape1.png"]
     assert Image.open(tmp_path / "preds" / "shape0.png").size[0] > 100
+    listed = json.loads((tmp_path / "preds" / "shape0.json").read_text())
+    assert listed["image"] == "shape0.png" and (listed["height"], listed["width"]) == Image.open(images[0]).size[::-1]
+    for det in listed["detections"]:
+        assert set(det) == {"box", "label", "class", "score", "mask_pixels"} and 0 <= det["score"] <= 1
+    # An --out that holds the images would overwrite them with their pictures: refused before any work.
+    assert cli.main(["predict", "--checkpoint", str(run / "checkpoint.pt"), images[0], "--out",
+                     str(Path(images[0]).parent)]) == cli.EXIT_ERROR
+    assert "would overwrite the image" in capsys.readouterr().err
 
 
 def test_demo_writes_metrics_and_pictures(tmp_path, capsys):

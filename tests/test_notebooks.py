@@ -83,3 +83,13 @@ def test_structure(path):
     nxt = sorted(p.name for p in PATHS if p.name > path.name)
     if nxt:
         assert nxt[0] in markdown, f"{path.name} does not link to the next notebook {nxt[0]}"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.stem)
+def test_checked_cells_do_not_depend_on_the_model_cache(path):
+    # On a fresh clone the first call of trained_shapes_model() trains and prints a note to stderr;
+    # nbval compares stderr too, so a checked cell must not be the one that calls it.
+    for i, cell in enumerate(cells(path)):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and "NBVAL_CHECK_OUTPUT" in source:
+            assert "trained_shapes_model(" not in source, f"{path.name} cell {i}: checked cell loads the cached model"
