@@ -37,7 +37,7 @@ import torch
 
 from . import distributed as dist_utils
 from .checkpoint import (CHECKPOINT_NAME, FORMAT, ModelFactory, build_model, capture_rng_state,
-                         load_checkpoint, restore_rng_state, save_checkpoint)
+                         load_checkpoint, load_model_state, restore_rng_state, save_checkpoint)
 # Re-exported: `from mrcnn_teach.train import TrainConfig, get_train_config, ...` keeps working.
 from .train_config import (TRAIN_PRESETS, TrainConfig, WarmupStepDecay, build_optimizer,  # noqa: F401
                            build_scheduler, get_train_config, resume_config)
@@ -147,6 +147,11 @@ class Trainer:
         self.train_set = SeededTransforms(train_set, augment, seed=cfg.seed)
 
         self.model_name = cfg.model
+        given = cfg.model_overrides.get("num_classes")
+        if given is not None and given != len(self.class_names):
+            raise ValueError(f"model_overrides has num_classes={given!r} but the data has {len(self.class_names)} "
+                             f"classes with background ({list(self.class_names)}): leave num_classes out, the "
+                             "trainer takes it from the data")
         self.model_overrides = {**cfg.model_overrides, "num_classes": len(self.class_names)}
         model = (build or build_model)(self.model_name, **self.model_overrides)
         if cfg.kernels and hasattr(model, "set_kernels"):
@@ -166,7 +171,7 @@ class Trainer:
         self.elapsed_before = 0.0  # training seconds of earlier invocations of this run
         self.last_saved_step = -1
         if ckpt is not None:
-            self._load(ckpt)
+            self._load(ckpt, f"checkpoint {resume}")
         self.ddp_model = dist_utils.wrap_model(self.model, self.info)
 
     # ------------------------------------------------------------------ small helpers
@@ -216,10 +221,13 @@ class Trainer:
             save_checkpoint(self.state_dict(states), self.checkpoint_path)
         self.last_saved_step = self.step
 
-    def _load(self, ckpt: dict[str, Any]) -> None:
+    def _load(self, ckpt: dict[str, Any], source: str = "the checkpoint") -> None:
         if ckpt["model_name"] != self.model_name:
-            raise ValueError(f"checkpoint is of model {ckpt['model_name']!r}, this run builds {self.model_name!r}")
-        self.model.load_state_dict(ckpt["model"])
+            raise ValueError(f"{source} is of model {ckpt['model_name']!r}, this run builds {self.model_name!r}")
+        if list(ckpt["class_names"]) != list(self.class_names):
+            raise ValueError(f"{source} was trained on classes {list(ckpt['class_names'])}, this run's data has "
+                             f"{list(self.class_names)}: resume with the same data, or start a new run")
+        load_model_state(self.model, ckpt["model"], source)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt["scaler"] and self.use_amp:
@@ -353,6 +361,8 @@ class Trainer:
             return torch.tensor([float(interrupt.requested),
                                  float(time.perf_counter() - self.t0 >= self.budget_s)])  # (2,)
 
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:  # e.g. resumed at or past max_steps
+            return "max_steps"
         while self.step < self.total_steps:
             loader = make_loader(self.train_set, cfg, self.info, self.epoch, self.step_in_epoch)
             t_last = time.perf_counter()

@@ -178,6 +178,12 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     stopped = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     assert (stopped["epoch"], stopped["step"], stopped["step_in_epoch"]) == (1, 3, 1)  # mid-epoch
 
+    # Resumed with a max_steps it has already reached, a run trains no further step.
+    again = train(tiny_config(max_steps=3), tmp_path / "part", resume=tmp_path / "part" / "checkpoint.pt",
+                  evaluate=False, quiet=True)
+    assert (again["stopped"], again["step"]) == ("max_steps", 3)
+    assert load_checkpoint(tmp_path / "part" / "checkpoint.pt")["step"] == 3
+
     torch.manual_seed(999), np.random.seed(999), random.seed(999)  # the checkpoint must undo this
     rest = train(tiny_config(), tmp_path / "part", resume=tmp_path / "part" / "checkpoint.pt",
                  evaluate=False, quiet=True)
