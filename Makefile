@@ -18,8 +18,8 @@ export MRCNN_TEACH_CACHE ?= $(CURDIR)/.cache/models
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -qq --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -qq -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -c "import mrcnn_teach, nbval, jupytext"  # fail here, not later, if the install did not work
 	touch $(STAMP)
 

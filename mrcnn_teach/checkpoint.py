@@ -84,6 +84,19 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def why_unreadable(path: str | os.PathLike, err: Exception) -> str:
+    """One line on why torch.load failed on `path` (torch's own messages run to a page)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip archive, or a bare pickle
+        return f"it is not a file written by torch.save (it starts with {head!r})"
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "weights only load failed" in first.lower():
+        return ("it holds Python objects (not only tensors and plain data) that a safe load "
+                "(torch.load(weights_only=True)) refuses to run")
+    return f"the file is truncated or corrupt ({first.split('. ')[0][:150]})"
+
+
 REQUIRED_KEYS = ("format", "model", "model_name", "model_overrides", "train_config", "class_names",
                  "optimizer", "scheduler", "scaler", "epoch", "step", "step_in_epoch", "rng")
 
@@ -98,9 +111,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated file, not a torch file, or a pickle with code in it
-        raise ValueError(f"{path} is not a readable mrcnn_teach checkpoint: {err}") from err
+        raise ValueError(f"{path} is not a readable mrcnn_teach checkpoint: {why_unreadable(path, err)}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an mrcnn_teach checkpoint (expected format {FORMAT!r})")
+        hint = ""
+        if isinstance(ckpt, dict) and ckpt and all(torch.is_tensor(v) for v in ckpt.values()):
+            hint = (": it holds weights alone (a state dict, e.g. torchvision's); load those into a model with "
+                    "mrcnn_teach.load_torchvision_weights(model, path)")
+        raise ValueError(f"{path} is not an mrcnn_teach checkpoint (expected format {FORMAT!r}){hint}")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}")
@@ -108,6 +125,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 # ----------------------------------------------------------------------------- the model alone
+
+def load_model_state(model: nn.Module, state: dict[str, Any], source: str) -> None:
+    """`model.load_state_dict(state)`, with an error that names the source and the first mismatches."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        shown = "; ".join(lines[:3]) + (f"; ... ({len(lines) - 3} more)" if len(lines) > 3 else "")
+        raise ValueError(f"the weights in {source} do not fit this model (was it saved from another model, "
+                         f"configuration or number of classes?): {shown}") from err
+
 
 ModelFactory = Callable[..., nn.Module]  # build_maskrcnn's signature: (name, **overrides) -> model
 
@@ -131,7 +159,9 @@ def model_from_checkpoint(
     edited since training does not change what gets rebuilt. `build` replaces the factory (tests
     use it to train torchvision's MaskRCNN with this same trainer).
     """
+    source = "the checkpoint"
     if not isinstance(ckpt, dict):
+        source = f"checkpoint {ckpt}"
         ckpt = load_checkpoint(ckpt)
     if build is None and ckpt.get("model_config") is not None:
         from .configs import build_from_config
@@ -139,7 +169,7 @@ def model_from_checkpoint(
         model = build_from_config(dict(ckpt["model_config"]))
     else:
         model = (build or build_model)(ckpt["model_name"], **ckpt["model_overrides"])
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], source)
     kernels = kernels or ckpt["train_config"].get("kernels")
     if kernels and hasattr(model, "set_kernels"):
         model.set_kernels(kernels)

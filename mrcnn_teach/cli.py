@@ -206,10 +206,11 @@ def cmd_predict(args) -> int:
             raise ValueError(f"{stems[Path(path).stem]} and {path} would both be drawn to {out / Path(path).stem}.png; "
                              "predict them in two runs with different --out")
         stems[Path(path).stem] = path
+    images = [read_image(p) for p in args.images]  # check every path before the slow part
+    for path in args.images:  # after read_image: a missing or unreadable input is the first thing to say
         if (out / f"{Path(path).stem}.png").resolve() == Path(path).resolve():
             raise ValueError(f"--out {out} holds the input {path}: its picture {Path(path).stem}.png would "
                              "overwrite the image; choose another --out")
-    images = [read_image(p) for p in args.images]  # check every path before the slow part
     device = dist_utils.pick_device(args.device)
     model, ckpt = model_from_checkpoint(args.checkpoint, device, kernels=args.kernels)
     out.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,60 @@ def build_maskrcnn(name: str = "resnet50_fpn", **overrides: Any) -> MaskRCNN:
     return build_from_config(get_config(name, **overrides))
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Refuse values the model cannot be built or run with, naming the key (keys a config lacks are
+    skipped: checkpoints written before an option existed hold configs without it)."""
+    def bad(key: str, must: str):
+        return ValueError(f"config: {key}={cfg[key]!r} is not valid: {key} must be {must}")
+
+    has = cfg.__contains__
+    if has("num_classes") and not (_is_int(cfg["num_classes"]) and cfg["num_classes"] >= 2):
+        raise bad("num_classes", "an int >= 2: the object classes plus background (one class -> num_classes=2)")
+    if has("min_size"):
+        sizes = cfg["min_size"] if isinstance(cfg["min_size"], (list, tuple)) else (cfg["min_size"],)
+        if not sizes or not all(_is_int(v) and v >= 1 for v in sizes):
+            raise bad("min_size", "a positive int, or a non-empty tuple of them (one drawn per training image)")
+    positive_ints = ("max_size", "size_divisible", "fpn_channels", "representation_size", "box_roi_size",
+                     "mask_roi_size", "mask_dim_reduced", "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test",
+                     "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test", "rpn_batch_size_per_image",
+                     "box_batch_size_per_image", "box_detections_per_img")
+    for key in filter(has, positive_ints):
+        if not (_is_int(cfg[key]) and cfg[key] >= 1):
+            raise bad(key, "a positive int")
+    for key in filter(has, ("rpn_positive_fraction", "box_positive_fraction")):
+        if not (_is_number(cfg[key]) and 0 < cfg[key] <= 1):
+            raise bad(key, "a fraction in (0, 1]")
+    for key in filter(has, ("rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "box_fg_iou_thresh",
+                            "box_bg_iou_thresh", "box_nms_thresh", "box_score_thresh", "rpn_score_thresh")):
+        if not (_is_number(cfg[key]) and 0 <= cfg[key] <= 1):
+            raise bad(key, "a number in [0, 1]")
+    for key, n, positive in (("image_mean", 3, False), ("image_std", 3, True), ("bbox_reg_weights", 4, True)):
+        value = cfg.get(key)
+        if has(key) and not (isinstance(value, (list, tuple)) and len(value) == n and all(map(_is_number, value))
+                             and (not positive or all(v > 0 for v in value))):
+            raise bad(key, f"{n} {'positive ' if positive else ''}numbers")
+    for key in filter(has, ("mask_head_channels", "box_head_conv_channels")):
+        value = cfg[key]
+        if not (isinstance(value, (list, tuple)) and value and all(_is_int(v) and v >= 1 for v in value)):
+            raise bad(key, "a non-empty tuple of positive ints (one per conv)")
+    levels = 5  # P2..P6
+    for key in filter(has, ("anchor_sizes", "aspect_ratios")):
+        value = cfg[key]
+        if not (isinstance(value, (list, tuple)) and len(value) == levels
+                and all(isinstance(v, (list, tuple)) and v and all(_is_number(x) and x > 0 for x in v) for v in value)):
+            raise bad(key, f"{levels} non-empty tuples of positive numbers, one per pyramid level P2..P6")
+
+
 def build_from_config(cfg: dict[str, Any]) -> MaskRCNN:
+    check_config(cfg)
     kernels = get_kernels(cfg["kernels"])
     if len(cfg["anchor_sizes"]) != len(cfg["aspect_ratios"]):
         raise ValueError("anchor_sizes and aspect_ratios need one entry per pyramid level (P2..P6)")

@@ -45,7 +45,10 @@ def pick_device(device: str | None = "auto", local_rank: int = 0) -> torch.devic
     """"auto" -> the GPU if there is one, else the CPU; under torchrun each rank takes GPU `local_rank`."""
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda, cuda:1, mps ...") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA device")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from .kernels import Kernels, get_kernels
-from .transform import check_inputs
+from .transform import check_inputs, match_dtype, warn_once
 
 
 class MaskRCNN(nn.Module):
@@ -38,7 +38,14 @@ class MaskRCNN(nn.Module):
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
         if self.training and targets is None:
             raise ValueError("in training mode the model needs targets: model(images, targets)")
-        check_inputs(images, targets if self.training else None, self.num_classes)
+        if not self.training and targets is not None:
+            warn_once("eval targets", "the model is in eval mode: it ignores the targets and returns detections "
+                      "(call model.train() for the losses; warned once)")
+        weight = next(self.parameters())
+        image_mean = self.transform.image_mean
+        check_inputs(images, targets if self.training else None, self.num_classes, device=weight.device,
+                     max_size=self.transform.max_size, pixel_max=255.0 if max(image_mean) > 1 else 1.0)
+        images = match_dtype(images, weight.dtype)  # e.g. float64 images for a float32 model
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
 
         batch, image_sizes, targets = self.transform(images, targets)  # (B, 3, H, W)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +66,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; known: {sorted(known)}")
         values = dict(values)
-        if "milestones" in values:
+        if isinstance(values.get("milestones"), (list, tuple)):  # JSON gives lists
             values["milestones"] = tuple(values["milestones"])
-        if "model_overrides" in values:
+        if isinstance(values.get("model_overrides"), dict):
             values["model_overrides"] = dict(values["model_overrides"])
         return cls(**values)
 
+    def __post_init__(self):
+        # A pathlib.Path would be pickled as an object into the checkpoint, which a safe
+        # (weights_only) load then refuses: keep paths as plain strings.
+        for name in ("data", "val_data"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+
     def validate(self) -> TrainConfig:
+        wrong = [f"{name} must be {must}, got {getattr(self, name)!r}"
+                 for name, (ok, must) in _FIELD_TYPES.items() if not ok(getattr(self, name))]
+        if wrong:
+            raise ValueError(f"TrainConfig: {'; '.join(wrong)}")
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -82,6 +95,13 @@ class TrainConfig:
             (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be > 0, got {self.max_minutes}"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}"),
             (self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (self.train_images >= 1, f"train_images must be >= 1, got {self.train_images}"),
+            (self.val_images >= 1, f"val_images must be >= 1, got {self.val_images}"),
+            (self.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {self.eval_batch_size}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 < self.warmup_factor <= 1, f"warmup_factor must be in (0, 1], got {self.warmup_factor}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
             (0.0 <= self.hflip <= 1.0, f"hflip is a probability, got {self.hflip}"),
             (self.kernels in (None, "teaching", "torchvision", "mixed"),
              f"kernels must be 'teaching', 'torchvision' or 'mixed', got {self.kernels!r}"),
@@ -90,6 +110,36 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
         return self
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _optional(ok):
+    return lambda v: v is None or ok(v)
+
+
+# What each field must hold: values from the command line (--set) or a JSON file can be of any type.
+_INT, _NUMBER, _STR = (_is_int, "an int"), (_is_number, "a number"), (lambda v: isinstance(v, str), "a string")
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "model": _STR, "model_overrides": (lambda v: isinstance(v, dict), "a dict of config overrides"),
+    "kernels": (_optional(lambda v: isinstance(v, str)), "a string or None"),
+    "data": (_optional(lambda v: isinstance(v, str)), "a directory path or None"),
+    "val_data": (_optional(lambda v: isinstance(v, str)), "a directory path or None"),
+    "train_images": _INT, "val_images": _INT, "image_size": _INT, "train_data_seed": _INT, "val_data_seed": _INT,
+    "hflip": _NUMBER, "epochs": _INT, "batch_size": _INT, "lr": _NUMBER, "momentum": _NUMBER,
+    "weight_decay": _NUMBER, "warmup_steps": _INT, "warmup_factor": _NUMBER,
+    "milestones": (lambda v: isinstance(v, (tuple, list)) and all(map(_is_number, v)), "a tuple of numbers"),
+    "gamma": _NUMBER, "grad_clip": (_optional(_is_number), "a number or None"),
+    "amp": (lambda v: isinstance(v, bool), "True or False"),
+    "max_minutes": (_optional(_is_number), "a number or None"), "max_steps": (_optional(_is_int), "an int or None"),
+    "seed": _INT, "workers": _INT, "device": _STR, "eval_batch_size": _INT,
+}
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {

@@ -45,7 +45,13 @@ def torchvision_key_to_ours(key: str) -> str | None:
     return None
 
 
-def convert_torchvision_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _some(keys: list[str], n: int = 8) -> str:
+    """The first n keys of a long list, and how many more there are."""
+    return f"{keys[:n]}" + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def convert_torchvision_state_dict(state_dict: dict[str, torch.Tensor],
+                                   source: str = "the torchvision state dict") -> dict[str, torch.Tensor]:
     converted, unknown = {}, []
     for key, value in state_dict.items():
         new_key = torchvision_key_to_ours(key)
@@ -54,7 +60,8 @@ def convert_torchvision_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[
         else:
             converted[new_key] = value
     if unknown:
-        raise KeyError(f"{len(unknown)} key(s) of the torchvision state dict have no counterpart here: {unknown}")
+        raise KeyError(f"{len(unknown)} key(s) of {source} have no counterpart here (is it a torchvision "
+                       f"maskrcnn_resnet50_fpn state dict?): {_some(unknown)}")
     return converted
 
 
@@ -65,13 +72,31 @@ def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | 
     (typically `num_classes`: build the model with the checkpoint's number of classes, then
     replace the predictors).
     """
+    source = "the given state dict"
     if isinstance(state_dict_or_path, (str, os.PathLike)):
-        state_dict = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
+        source = os.fspath(state_dict_or_path)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"weights file not found: {source}")
+        try:
+            state_dict = torch.load(source, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated, not a torch file, or a pickle with code in it
+            from .checkpoint import why_unreadable
+
+            raise ValueError(f"{source} is not a readable torch weights file: {why_unreadable(source, err)}") from err
     else:
         state_dict = state_dict_or_path
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{source} holds a {type(state_dict).__name__}, not a state dict (parameter name -> tensor)")
+    if str(state_dict.get("format", "")).startswith("mrcnn_teach.checkpoint"):
+        raise ValueError(f"{source} is an mrcnn_teach checkpoint, not torchvision weights: rebuild its model with "
+                         "mrcnn_teach.checkpoint.model_from_checkpoint(path)")
     if "model" in state_dict and isinstance(state_dict["model"], dict):
         state_dict = state_dict["model"]  # a training checkpoint wrapping the weights
-    converted = convert_torchvision_state_dict(state_dict)
+    not_tensors = [k for k, v in state_dict.items() if not torch.is_tensor(v)]
+    if not_tensors:
+        raise ValueError(f"{source} is not a state dict (parameter name -> tensor): "
+                         f"{_some(not_tensors)} are not tensors")
+    converted = convert_torchvision_state_dict(state_dict, source)
 
     ours = model.state_dict()
     mismatched = [
@@ -79,12 +104,16 @@ def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | 
         for k, v in converted.items() if k in ours and ours[k].shape != v.shape
     ]
     if mismatched:
-        raise ValueError("shape mismatch between the weights and the model:\n  " + "\n  ".join(mismatched))
+        raise ValueError(f"shape mismatch between the weights in {source} and the model:\n  " + "\n  ".join(mismatched))
 
     result = model.load_state_dict(converted, strict=False)
     # BatchNorm's step counter is bookkeeping, not a weight: files made with frozen BN lack it.
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise KeyError(f"weights do not fit the model. missing: {missing}; unexpected: {unexpected}")
+        hint = ""
+        if missing and all(k.startswith("roi_heads.mask_") for k in missing):
+            hint = " (no mask head: Faster R-CNN weights? Mask R-CNN needs maskrcnn_resnet50_fpn's)"
+        raise KeyError(f"the weights in {source} do not fit the model{hint}. missing: {_some(missing)}; "
+                       f"unexpected: {_some(unexpected)}")
     return model

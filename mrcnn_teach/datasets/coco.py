@@ -19,8 +19,9 @@ background. Labels are given in the order of sorted category id;
 label_to_category_id maps back for writing results.
 
 Bad data raises an error naming the image (id and file name) and the annotation id;
-nothing is skipped silently. Annotation structure is checked when the dataset is built,
-image files and compressed RLE strings when an image is loaded. Real files do have bad
+nothing is skipped silently. The file's structure and each annotation's box, category and
+segmentation form are checked when the dataset is built; image files, polygon coordinates and
+compressed RLE strings when an image is loaded. Real files do have bad
 annotations (instances_train2017.json has boxes of height 0, e.g. annotation id 918 of
 image 200365), so invalid="skip" drops the annotations that fail the build-time checks,
 with one warning and the reasons kept in .skipped.
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -38,7 +41,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-BBOX_TOLERANCE = 1.0  # pixels a bbox may stick out of the image (rounding in annotation tools)
+from ..transform import BOX_TOLERANCE
+
+BBOX_TOLERANCE = BOX_TOLERANCE  # pixels a bbox may stick out of the image (rounding in annotation tools)
 
 
 def _where(image_info: dict, ann: dict | None = None) -> str:
@@ -84,9 +89,15 @@ def check_annotation(ann: dict, image_info: dict, category_ids) -> None:
         raise ValueError(f"{where}: unknown category_id {ann.get('category_id')!r} "
                          f"(known: {sorted(category_ids)})")
     bbox = ann.get("bbox")
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        raise ValueError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(map(_is_number, bbox)):
+        raise ValueError(f"{where}: bbox must be [x, y, w, h] (4 numbers), got {bbox!r}")
     x, y, w, h = (float(v) for v in bbox)
+    if not all(map(math.isfinite, (x, y, w, h))):
+        raise ValueError(f"{where}: bbox {list(bbox)} has non-finite values")
+    if not (_is_int(ann.get("iscrowd", 0)) and ann.get("iscrowd", 0) in (0, 1)):
+        raise ValueError(f"{where}: iscrowd must be 0 or 1, got {ann.get('iscrowd')!r}")
+    if "area" in ann and not (_is_number(ann["area"]) and math.isfinite(ann["area"]) and ann["area"] >= 0):
+        raise ValueError(f"{where}: area must be a number >= 0, got {ann['area']!r}")
     if not (w > 0 and h > 0):
         raise ValueError(f"{where}: bbox {list(bbox)} has non-positive width or height")
     t = BBOX_TOLERANCE
@@ -95,7 +106,10 @@ def check_annotation(ann: dict, image_info: dict, category_ids) -> None:
                          f"{width}x{height} image by more than {t:g} px")
     if min(x + w, width) - max(x, 0.0) <= 0 or min(y + h, height) - max(y, 0.0) <= 0:
         raise ValueError(f"{where}: bbox {list(bbox)} does not overlap the {width}x{height} image")
-    segm = ann.get("segmentation")
+    if "segmentation" not in ann:
+        raise ValueError(f"{where}: has no segmentation (Mask R-CNN needs a mask for every object: "
+                         "a polygon list or an RLE)")
+    segm = ann["segmentation"]
     if isinstance(segm, list):
         if len(segm) == 0:
             raise ValueError(f"{where}: empty polygon list")
@@ -107,10 +121,12 @@ def check_annotation(ann: dict, image_info: dict, category_ids) -> None:
     elif isinstance(segm, dict):
         if "size" not in segm or "counts" not in segm:
             raise ValueError(f"{where}: RLE segmentation needs 'size' and 'counts', got keys {sorted(segm)}")
-        if list(segm["size"]) != [height, width]:
-            raise ValueError(f"{where}: RLE size {list(segm['size'])} differs from the image's "
+        if not isinstance(segm["size"], (list, tuple)) or list(segm["size"]) != [height, width]:
+            raise ValueError(f"{where}: RLE size {segm['size']!r} differs from the image's "
                              f"[height, width] = [{height}, {width}]")
         if isinstance(segm["counts"], list):
+            if not all(_is_int(v) for v in segm["counts"]):
+                raise ValueError(f"{where}: uncompressed RLE counts must be integers")
             _check_counts(np.asarray(segm["counts"], dtype=np.int64), height, width, where)
         elif not isinstance(segm["counts"], (str, bytes)):
             raise ValueError(f"{where}: RLE counts must be a list or a string, "
@@ -120,11 +136,78 @@ def check_annotation(ann: dict, image_info: dict, category_ids) -> None:
                          f"got {type(segm).__name__}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_counts(counts: np.ndarray, height: int, width: int, where: str) -> None:
     # pycocotools trusts the counts; a wrong total would decode garbage or overrun memory.
     if (counts < 0).any() or counts.sum() != height * width:
         raise ValueError(f"{where}: RLE counts must be >= 0 and sum to height*width = "
                          f"{height * width}, got sum {counts.sum()}")
+
+
+def load_annotation_file(ann_file) -> dict:
+    """Read a COCO annotation file and check its structure; errors name the file and the entry.
+
+    pycocotools indexes the file by id without a check: a duplicate id would silently replace the
+    earlier entry, a missing key fail with a bare KeyError. The annotations themselves (boxes,
+    segmentations) are checked by `check_annotation`.
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {str(path)!r} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a COCO annotation file holds a JSON object with 'images', 'categories' "
+                         f"and 'annotations', got a JSON {type(data).__name__}")
+    for key, required in (("images", True), ("categories", True), ("annotations", False)):
+        if key not in data:
+            if required:
+                raise ValueError(f"{path}: has no '{key}' list (keys: {sorted(data)})")
+            continue
+        if not isinstance(data[key], list):
+            raise ValueError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    if not data["images"]:
+        raise ValueError(f"{path}: lists no images")
+    if not data["categories"]:
+        raise ValueError(f"{path}: lists no categories (Mask R-CNN needs at least one object class)")
+
+    fields = {
+        "images": (("id", _is_int, "an int"), ("file_name", lambda v: isinstance(v, str) and v, "a file name"),
+                   ("height", lambda v: _is_int(v) and v > 0, "a positive int"),
+                   ("width", lambda v: _is_int(v) and v > 0, "a positive int")),
+        "categories": (("id", _is_int, "an int"), ("name", lambda v: isinstance(v, str), "a string")),
+        "annotations": (("id", _is_int, "an int"), ("image_id", _is_int, "an int"),
+                        ("category_id", _is_int, "an int")),
+    }
+    for key, checks in fields.items():
+        seen = {}
+        for k, entry in enumerate(data.get(key, [])):
+            what = f"{path}: {key}[{k}]"
+            if not isinstance(entry, dict):
+                raise ValueError(f"{what} must be a JSON object, got {type(entry).__name__}")
+            if "id" in entry:
+                what += f" (id {entry['id']!r})"
+            for name, ok, must in checks:
+                if name not in entry:
+                    raise ValueError(f"{what} has no '{name}'")
+                if not ok(entry[name]):
+                    raise ValueError(f"{what}: '{name}' must be {must}, got {entry[name]!r}")
+            if entry["id"] in seen:
+                raise ValueError(f"{what}: id {entry['id']} is used twice ({key}[{seen[entry['id']]}] has it too)")
+            seen[entry["id"]] = k
+    return data
 
 
 class CocoDetection(Dataset):
@@ -144,10 +227,14 @@ class CocoDetection(Dataset):
             raise ValueError(f"CocoDetection: invalid must be 'raise' or 'skip', got {invalid!r}")
 
         self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"CocoDetection: image directory {str(self.image_dir)!r} does not exist")
         self.transforms = transforms
         self.train = train
-        with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress lines
-            self.coco = COCO(str(ann_file))
+        self.coco = COCO()
+        self.coco.dataset = load_annotation_file(ann_file)
+        with contextlib.redirect_stdout(io.StringIO()):  # createIndex() prints progress lines
+            self.coco.createIndex()
         self.image_ids = sorted(self.coco.imgs)
         self.category_ids = sorted(self.coco.cats)
         self.category_id_to_label = {cid: label for label, cid in enumerate(self.category_ids, start=1)}
@@ -181,12 +268,22 @@ class CocoDetection(Dataset):
 
         height, width = info["height"], info["width"]
         segm = ann["segmentation"]
+        where = _where(info, ann)
         if isinstance(segm, list):  # polygons: rasterise each part, then union
+            for k, poly in enumerate(segm):  # checked here, not at build time: COCO has millions of numbers
+                bad = [v for v in poly if not (_is_number(v) and math.isfinite(v))]
+                if bad:
+                    raise ValueError(f"{where}: polygon {k} has {len(bad)} coordinate(s) that are not finite "
+                                     f"numbers, e.g. {bad[0]!r}")
             return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
         if isinstance(segm["counts"], list):  # uncompressed RLE
             return mask_utils.frPyObjects(segm, height, width)
         counts = segm["counts"]
-        _check_counts(rle_string_to_counts(counts), height, width, _where(info, ann))
+        try:
+            decoded = rle_string_to_counts(counts)
+        except ValueError as err:  # also UnicodeEncodeError: a non-ASCII string
+            raise ValueError(f"{where}: compressed RLE counts cannot be decoded: {err}") from err
+        _check_counts(decoded, height, width, where)
         return {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
     def load_image(self, info: dict) -> torch.Tensor:
@@ -195,8 +292,11 @@ class CocoDetection(Dataset):
         path = self.image_dir / info["file_name"]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{_where(info)}: image file {str(path)!r} does not exist")
-        with Image.open(path) as im:
-            pixels = np.array(im.convert("RGB"))  # (H, W, 3) uint8
+        try:
+            with Image.open(path) as im:
+                pixels = np.array(im.convert("RGB"))  # (H, W, 3) uint8
+        except (OSError, SyntaxError, ValueError) as err:  # not an image, truncated, corrupt
+            raise ValueError(f"{_where(info)}: cannot read image file {str(path)!r}: {err}") from err
         if pixels.shape[:2] != (info["height"], info["width"]):
             raise ValueError(f"{_where(info)}: the file is {pixels.shape[1]}x{pixels.shape[0]} but the "
                              f"annotation file says {info['width']}x{info['height']}")
