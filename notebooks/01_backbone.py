@@ -18,8 +18,8 @@
 #
 # **Builds on:** [00 — Tour](00_tour.ipynb) (where the backbone sits in the pipeline).
 #
-# **Run time:** about 25 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 15 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

@@ -17,8 +17,8 @@
 #
 # **Builds on:** [01 — Backbone](01_backbone.ipynb) (C2..C5 and their strides 4, 8, 16, 32)
 #
-# **Run time:** about 15 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 import math

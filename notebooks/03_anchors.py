@@ -17,7 +17,7 @@
 #
 # **Builds on:** [02 — FPN](02_fpn.ipynb) (the levels P2..P6, their sizes and strides)
 #
-# **Run time:** about 15 s on a 2-core CPU (this notebook does not need the trained model).
+# **Run time:** about 10 s on a 2-core CPU (this notebook does not need the trained model).
 
 # %%
 import math

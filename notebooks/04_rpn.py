@@ -18,8 +18,8 @@
 # **Builds on:** [02 — FPN](02_fpn.ipynb) (the P2–P6 maps the head slides over) and
 # [03 — Anchors](03_anchors.ipynb) (the A anchors it scores).
 #
-# **Run time:** about 15 s on a 2-core CPU; the first notebook you run also trains the shared
-# shapes model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared
+# shapes model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

@@ -18,7 +18,7 @@
 # **Builds on:** [02 — FPN](02_fpn.ipynb) (feature maps and their strides),
 # [04 — RPN](04_rpn.ipynb) (the proposals that become RoIs).
 #
-# **Run time:** about 15 s on a 2-core CPU.
+# **Run time:** about 10 s on a 2-core CPU.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

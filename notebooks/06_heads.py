@@ -22,8 +22,8 @@
 # [04 — The Region Proposal Network](04_rpn.ipynb) (the proposals),
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (cutting fixed-size features out of a box).
 #
-# **Run time:** about 15 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

@@ -21,7 +21,7 @@
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (how the targets are resampled).
 #
 # **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

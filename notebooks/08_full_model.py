@@ -24,8 +24,8 @@
 # [03 — Anchors](03_anchors.ipynb), [04 — RPN](04_rpn.ipynb), [05 — RoIAlign](05_roi_align.ipynb),
 # [06 — Box and mask heads](06_heads.ipynb), [07 — Mask loss](07_mask_loss.ipynb).
 #
-# **Run time:** about 50 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 20 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes

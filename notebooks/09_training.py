@@ -23,8 +23,8 @@
 # [07 — Mask loss](07_mask_loss.ipynb) (the heads' three losses), [08 — The full model](08_full_model.ipynb)
 # (the model in train mode returns the loss dict).
 #
-# **Run time:** about 120 s on a 2-core CPU, most of it the live training of section 5; the first
-# notebook you run also trains the shared shapes model once, about 4 minutes; later notebooks load it
+# **Run time:** about 40 s on a 2-core CPU, most of it the live training of section 5; the first
+# notebook you run also trains the shared shapes model once, about 3 minutes; later notebooks load it
 # in a second.
 
 # %%

@@ -23,8 +23,8 @@
 # (the K+1 scores, the per-class deltas and masks), [08 — The full model](08_full_model.ipynb)
 # (transform and forward pass), [09 — Training](09_training.ipynb) (the model we use).
 #
-# **Run time:** about 50 s on a 2-core CPU (a good part of it is section 9's command line, which starts a
-# fresh Python); the first notebook you run also trains the shared shapes model once, about 4 minutes;
+# **Run time:** about 15 s on a 2-core CPU (a good part of it is section 9's command line, which starts a
+# fresh Python); the first notebook you run also trains the shared shapes model once, about 3 minutes;
 # later notebooks load it in a second.
 
 # %%

@@ -24,8 +24,8 @@
 # [09 — Training](09_training.ipynb) (the trained shapes model),
 # [10 — Inference](10_inference.ipynb) (scores, score threshold, pasted masks).
 #
-# **Run time:** about 35 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 4 minutes; later notebooks load it in a second.
+# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# model once, about 3 minutes; later notebooks load it in a second.
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes
