@@ -36,3 +36,26 @@ def close(a, b, atol: float = 1e-4) -> bool:
 
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     return a.shape == b.shape and bool(torch.allclose(a, b, atol=atol, rtol=0))
+
+
+def need_function(answer) -> None:
+    """An exercise that asks for a function: None means not attempted yet; anything else must be callable."""
+    if answer is None:
+        raise NotImplementedError
+    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+
+
+def tiny_backbone():
+    """A small random ResNet-18 + FPN (8 channels), built without moving the caller's random state.
+
+    The checks run it to get the true P2..P6 sizes of an input, whatever rounding the student assumed.
+    """
+    import torch
+
+    from ..backbone import ResNetBody
+    from ..fpn import FPN, BackboneWithFPN
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        body = ResNetBody(depth=18, norm="gn", trainable_layers=0)
+        return BackboneWithFPN(body, FPN(body.out_channels, 8)).eval()

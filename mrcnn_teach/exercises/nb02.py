@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..backbone import ResNetBody
-from ..fpn import FPN, BackboneWithFPN
-from . import close, run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from ..fpn import FPN
+from . import close, need_function, run_check, tiny_backbone
 
 
 def _as_sizes(got) -> list[tuple[int, int]]:
@@ -33,11 +26,8 @@ def check_pyramid_sizes(answer) -> bool:
     """answer(H, W) -> [(h2, w2), ..., (h6, w6)]: the sizes of P2..P6 for an (unpadded) H x W input."""
 
     def compare():
-        _need_function(answer)
-        with torch.random.fork_rng():  # the check must not move the notebook's random state
-            torch.manual_seed(0)
-            body = ResNetBody(depth=18, norm="gn", trainable_layers=0)
-            backbone = BackboneWithFPN(body, FPN(body.out_channels, 8)).eval()
+        need_function(answer)
+        backbone = tiny_backbone()  # P2..P6 as the library computes them
         for H, W in [(128, 128), (100, 130), (97, 64), (33, 200), (65, 95), (224, 160)]:
             with torch.no_grad():
                 levels = backbone(torch.zeros(1, 3, H, W))  # [P2..P6], each (1, 8, h_l, w_l)
@@ -53,7 +43,7 @@ def check_top_down_merge(answer) -> bool:
     """answer(coarse (B, d, h, w), lateral (B, d, h2, w2)) -> merged (B, d, h2, w2), as in FPN.forward."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         with torch.random.fork_rng():
             torch.manual_seed(1)
             fpn = FPN([6, 10], out_channels=8).eval()  # two levels: C_fine (6 ch.) and C_coarse (10 ch.)
@@ -81,7 +71,7 @@ def check_fpn_num_params(answer) -> bool:
     """answer(in_channels: list[int], d: int) -> the number of learnable parameters of FPN(in_channels, d)."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         for in_channels, d in [([64, 128, 256, 512], 64), ([256, 512, 1024, 2048], 256), ([3, 5], 7), ([16], 4)]:
             expected = sum(p.numel() for p in FPN(in_channels, d).parameters())
             got = answer(list(in_channels), d)

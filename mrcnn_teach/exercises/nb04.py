@@ -14,13 +14,7 @@ import torch
 from ..boxes import BoxCoder, box_iou
 from ..matcher import Matcher
 from ..rpn import RegionProposalNetwork
-from . import close, run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from . import close, need_function, run_check
 
 
 def _random_boxes(n: int, generator: torch.Generator, size: float = 128.0) -> torch.Tensor:
@@ -57,7 +51,7 @@ def check_rpn_labels(answer) -> bool:
     """answer(iou (G, N)) -> (N,) labels 1 / 0 / -1 (thresholds 0.7 / 0.3 and the low-quality rule)."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         for case, iou in enumerate(_iou_cases()):
             expected = _reference_labels(iou)  # (N,)
             got = answer(iou.clone())
@@ -79,7 +73,7 @@ def check_box_encoding(answer) -> bool:
     """answer(boxes (N, 4), anchors (N, 4)) -> (N, 4) deltas (tx, ty, tw, th), weights (1, 1, 1, 1)."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         g = torch.Generator().manual_seed(40)
         boxes, anchors = _random_boxes(64, g), _random_boxes(64, g)  # (64, 4) each
         expected = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)).encode(boxes, anchors)  # (64, 4)
@@ -120,7 +114,7 @@ def check_rpn_losses(answer) -> bool:
     -> (loss_objectness, loss_box), normalised as RegionProposalNetwork.loss does."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         for seed in range(3):
             objectness, deltas, labels, targets, pos_mask, neg_mask = _loss_inputs(seed)
             # The library's own loss, with its sampler replaced by the masks we chose.

@@ -9,13 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import roi_ops
-from . import close, run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from . import close, need_function, run_check
 
 
 def _bilinear_reference(feature: torch.Tensor, y: float, x: float) -> float:
@@ -32,7 +26,7 @@ def check_bilinear(answer) -> bool:
     """answer(feature (H, W), y, x) -> the bilinearly interpolated value at row y, column x (0 <= y <= H-1, 0 <= x <= W-1)."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         feature = torch.randn(5, 7, generator=torch.Generator().manual_seed(5))  # (5, 7)
         # Inside cells, on grid points, on the last row and the last column, and the notebook's example point.
         points = [(1.25, 3.5), (0.203125, 5.75), (3.9, 0.1), (0.0, 0.0), (2.0, 3.0),
@@ -49,7 +43,7 @@ def check_snap(answer) -> bool:
     """answer(boxes (K, 4) image pixels, spatial_scale) -> (K, 4) int64: RoIPool's first quantisation."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         boxes = torch.tensor([[10.0, 10.0, 124.0, 124.0],
                               [48.0, 80.0, 112.0, 144.0],  # exact halves at 1/32: 1.5, 2.5, 3.5, 4.5
                               [0.0, 0.0, 31.0, 31.0],
@@ -71,7 +65,7 @@ def check_sample_positions(answer) -> bool:
     """answer(x1, x2, spatial_scale, pooled, sampling_ratio) -> (pooled, sampling_ratio): RoIAlign's sample x's, aligned=False."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         cases = [(10.0, 124.0, 1 / 32, 2, 1), (10.0, 124.0, 1 / 32, 2, 2), (3.0, 50.0, 1 / 8, 7, 2),
                  (17.5, 90.25, 1 / 4, 3, 3), (40.0, 45.0, 1 / 16, 2, 2)]  # the last box is narrower than a cell
         for x1, x2, scale, pooled, ratio in cases:

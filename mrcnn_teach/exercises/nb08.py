@@ -11,13 +11,7 @@ import functools
 
 import torch
 
-from . import run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from . import need_function, run_check
 
 
 def _need_names(answer) -> set[str]:
@@ -40,7 +34,7 @@ def check_fpn_params(my_fpn_params) -> bool:
     from ..fpn import FPN
 
     def compare():
-        _need_function(my_fpn_params)
+        need_function(my_fpn_params)
         cases = [([64, 128, 256, 512], 64), ([256, 512, 1024, 2048], 256), ([48, 96, 192, 384], 128),
                  ([16, 32, 64], 8)]
         for in_channels, out_channels in cases:
@@ -123,7 +117,7 @@ def check_predictor_shapes(my_predictor_shapes) -> bool:
     bbox_deltas and mask_logits in build_maskrcnn("shapes_tiny", num_classes=..., class_agnostic_masks=...)."""
 
     def compare():
-        _need_function(my_predictor_shapes)
+        need_function(my_predictor_shapes)
         for num_classes, agnostic in ((7, False), (2, False), (12, True)):
             expected = _predictor_shapes(num_classes, agnostic)
             got = my_predictor_shapes(num_classes, agnostic)

@@ -14,13 +14,7 @@ import torch
 from ..boxes import BoxCoder
 from ..masks import paste_masks_in_image
 from ..nms import batched_nms
-from . import close, run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from . import close, need_function, run_check
 
 
 def _clustered_boxes(g: torch.Generator, num_objects: int, per_object: int) -> torch.Tensor:
@@ -38,7 +32,7 @@ def check_per_class_nms(answer) -> bool:
     """answer(boxes (N, 4), scores (N,), labels (N,), iou_threshold) -> kept indices (K,) by decreasing score."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         g = torch.Generator().manual_seed(1010)
         for num_objects, per_object, num_classes, thr in ((3, 8, 3, 0.5), (6, 12, 4, 0.3), (2, 20, 2, 0.7)):
             boxes = _clustered_boxes(g, num_objects, per_object)  # (N, 4)
@@ -68,7 +62,7 @@ def check_decode_class(answer) -> bool:
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         g = torch.Generator().manual_seed(1011)
         for n, num_classes in ((10, 4), (25, 81)):
             xy = torch.rand(n, 2, generator=g) * 100  # (N, 2)
@@ -104,7 +98,7 @@ def check_paste_one_mask(answer) -> bool:
     """answer(mask (28, 28), box (4,), image_size (h, w)) -> (h, w) bool, the pasted mask thresholded at 0.5."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         g = torch.Generator().manual_seed(1012)
         boxes = torch.tensor([[10.3, 20.6, 38.3, 48.6],  # the notebook's example box
                               [40.0, 30.0, 100.0, 70.0],  # whole-pixel corners

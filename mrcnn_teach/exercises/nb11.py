@@ -10,13 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import close, run_check
-
-
-def _need_function(answer) -> None:
-    if answer is None:
-        raise NotImplementedError
-    assert callable(answer), f"expected a function, got {type(answer).__name__}"
+from . import close, need_function, run_check
 
 
 # --------------------------------------------------------------------------- exercise 1
@@ -36,7 +30,7 @@ def check_precision_recall(answer) -> bool:
     """answer(scores (D,), is_tp (D,) bool, num_gt, threshold) -> (precision, recall) of the detections scoring >= threshold."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         for seed in (1101, 1102):
             scores, is_tp, num_gt = _ranked_example(seed)
             for threshold in (0.9, 0.5, 0.3, float(scores.min())):
@@ -86,7 +80,7 @@ def check_mask_iou(answer) -> bool:
     """answer(masks1 (N, H, W) bool, masks2 (M, H, W) bool) -> (N, M) IoU, compared with pycocotools."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         g = torch.Generator().manual_seed(1111)
         masks1 = _blob_masks(5, 40, g)  # (5, 40, 40)
         masks2 = torch.cat([_blob_masks(3, 40, g), masks1[1:2],  # an identical pair: IoU 1
@@ -156,7 +150,7 @@ def check_ap(answer) -> bool:
     """answer(recall (D,), precision (D,), num_points) -> AP: 101 = COCO, 11 = VOC 2007, None = VOC 2010+ all points."""
 
     def compare():
-        _need_function(answer)
+        need_function(answer)
         for name, recall, precision in _pr_cases():
             for num_points in (101, 11, None):
                 expected = (_voc_all_points_ap(recall, precision) if num_points is None
