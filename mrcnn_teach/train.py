@@ -325,7 +325,8 @@ class Trainer:
         self.bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                         disable=not (info.is_main and sys.stderr.isatty()) or self.quiet)
         try:
-            with _GracefulInterrupt(self.say) as interrupt:
+            # enable_grad: a caller may have turned gradients off (a notebook's torch.set_grad_enabled(False))
+            with _GracefulInterrupt(self.say) as interrupt, torch.enable_grad():
                 stop_reason = self._loop(interrupt)
         except KeyboardInterrupt:  # a second Ctrl-C, or one that came outside our handler
             self.bar.close()
