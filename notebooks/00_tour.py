@@ -68,8 +68,8 @@ STAGES = {
     "anchors": (4, -1, 1.25, "3 per position\n(4092, 4)", "03", "rpn"),
     "proposals": (3, -1, 1.25, "decode, NMS\n(100, 4)", "04", "rpn"),
     "RoIAlign": (2, -1, 1.25, "7×7 for the box head\n14×14 for the mask head", "05", "heads"),
-    "box head": (1, -0.78, 0.8, "class, box: (D, 4), (D, 16)", "06", "heads"),
-    "mask head": (1, -1.22, 0.8, "masks (D, 4, 28, 28)", "06", "heads"),
+    "box head": (1, -0.78, 0.8, "(100, 4), (100, 16) → D", "06", "heads"),
+    "mask head": (1, -1.22, 0.8, "on D boxes: (D, 4, 28, 28)", "06", "heads"),
     "paste masks": (0, -1, 1.25, "boxes, labels, scores\nmasks (D, 1, 128, 128)", "10", "io"),
 }
 GROUPS = {"io": ("0.85", "input / output"), "backbone": ("#9ecae1", "backbone (C and P maps)"),
