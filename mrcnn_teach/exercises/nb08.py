@@ -72,16 +72,21 @@ def _contract() -> tuple[frozenset, frozenset]:
     return frozenset(losses), frozenset(detections[0])
 
 
+def _assert_same_keys(names: set, expected: set, noun: str, where: str) -> None:
+    """The student's set of keys is the expected one; say how many are missing (not which) and which are extra."""
+    missing, extra = sorted(expected - names), sorted(names - expected)
+    assert not missing and not extra, (f"{len(names)} {noun}s given, {len(expected)} expected"
+                                       + (f"; {len(missing)} {noun}(s) missing" if missing else "")
+                                       + (f"; not a key of {where}: {extra}" if extra else ""))
+
+
 def check_loss_names(my_loss_names) -> bool:
     """my_loss_names: the set of keys of the dict that model(images, targets) returns in train mode."""
 
     def compare():
         names = _need_names(my_loss_names)
         expected = _contract()[0]
-        missing, extra = sorted(expected - names), sorted(names - expected)
-        assert not missing and not extra, (f"{len(names)} names given, {len(expected)} expected"
-                                           + (f"; {len(missing)} name(s) missing" if missing else "")
-                                           + (f"; not a key of the loss dict: {extra}" if extra else ""))
+        _assert_same_keys(names, expected, "name", "the loss dict")
 
     return run_check("loss names", compare)
 
@@ -92,10 +97,7 @@ def check_output_keys(my_output_keys) -> bool:
     def compare():
         names = _need_names(my_output_keys)
         expected = _contract()[1]
-        missing, extra = sorted(expected - names), sorted(names - expected)
-        assert not missing and not extra, (f"{len(names)} keys given, {len(expected)} expected"
-                                           + (f"; {len(missing)} key(s) missing" if missing else "")
-                                           + (f"; not a key of a detection dict: {extra}" if extra else ""))
+        _assert_same_keys(names, expected, "key", "a detection dict")
 
     return run_check("output keys", compare)
 
