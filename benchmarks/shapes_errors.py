@@ -1,14 +1,17 @@
 """Where a trained shapes model goes wrong: per-class AP, confusions, and a class-agnostic NMS check.
 
-    python benchmarks/shapes_errors.py runs/demo/checkpoint.pt [--images 100] [--seed 1]
+    python benchmarks/shapes_errors.py runs/demo/checkpoint.pt [--images 100] [--seed 1] [--size-range 6 96]
 
 Runs the checkpoint on the held-out shapes images (seed 1, as the trainer holds them out) and prints:
 * COCO box/mask AP per class;
 * for each ground-truth object, the class of the best-overlapping detection with score > 0.5
   (box IoU >= 0.5; "miss" when there is none), as a confusion table, and how many objects also
   have a *wrong-class* detection on top of them;
+* the same per object size (side, or diameter, as drawn): how many objects are found and how many
+  of those get the right class, for each size band;
 * AP again after an extra class-agnostic NMS at several IoU thresholds: does removing
   cross-class duplicates help, or does it throw away the right class?
+--size-range draws the held-out shapes with other sizes (ShapesDataset's size_range).
 benchmarks/README.md quotes these figures for the runs that tuned the shapes_tiny preset.
 """
 
@@ -45,17 +48,45 @@ def confusion(dataset, predictions, num_classes: int, score: float = 0.5):
     return table, wrong
 
 
+SIZE_BANDS = (6, 12, 24, 48, 72, 97)  # object size (px in a 128-px image) band edges
+
+
+def by_size(dataset, predictions, score: float = 0.5):
+    """-> rows (band, objects, found, right class): per GT object, its best detection as in `confusion`."""
+    sizes, found, right = [], [], []
+    for index, pred in predictions.items():
+        target = dataset[index][1]
+        _, _, shapes = dataset.scene(index)  # the drawn shapes, in annotation order
+        keep = pred["scores"] > score
+        iou = box_iou(target["boxes"], pred["boxes"][keep])  # (G, D)
+        hit = iou >= 0.5  # (G, D)
+        best = torch.where(hit, iou, -1.0).argmax(dim=1) if hit.shape[1] else None  # (G,)
+        for g, shape in enumerate(shapes):
+            sizes.append(shape.size)
+            found.append(bool(best is not None and hit[g].any()))
+            right.append(found[-1] and int(pred["labels"][keep][best[g]]) == shape.label)
+    sizes, found, right = torch.tensor(sizes), torch.tensor(found), torch.tensor(right)
+    scale = dataset.image_size / 128
+    rows = []
+    for lo, hi in zip(SIZE_BANDS[:-1], SIZE_BANDS[1:]):
+        band = (sizes >= lo * scale) & (sizes < hi * scale)  # (N,)
+        rows.append((f"{lo}-{hi} px", int(band.sum()), int((band & found).sum()), int((band & right).sum())))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1, help="shapes seed of the held-out set (the trainer's val_data_seed)")
+    parser.add_argument("--size-range", type=float, nargs=2, default=(12.0, 48.0), metavar=("MIN", "MAX"),
+                        help="object sizes of the held-out shapes (default: the training range 12 48)")
     args = parser.parse_args(argv)
 
     model, ckpt = model_from_checkpoint(args.checkpoint)
     model.eval()
     size = ckpt["train_config"].get("image_size", 128)
-    dataset = ShapesDataset(args.images, size, seed=args.seed)
+    dataset = ShapesDataset(args.images, size, seed=args.seed, size_range=tuple(args.size_range))
     names = dataset.class_names
     with torch.no_grad():
         predictions = {i: model([dataset[i][0]])[0] for i in range(len(dataset))}
@@ -75,6 +106,11 @@ def main(argv=None) -> int:
     off_diagonal = objects - int(table.diagonal()[1:].sum()) - int(table[:, 0].sum())
     print(f"{objects} objects: {int(table[:, 0].sum())} missed, {off_diagonal} with a wrong-class best detection "
           f"({off_diagonal / max(objects, 1):.1%}), {wrong} with a wrong-class detection among their hits")
+
+    print("\nper object size: found (a detection with score > 0.5 and box IoU >= 0.5), and of those the right class:")
+    for band, objects, found, right in by_size(dataset, predictions):
+        if objects:
+            print(f"  {band:>9}: {objects:>3} objects, found {found / objects:.0%}, right class {right / max(found, 1):.0%}")
 
     print("\nextra class-agnostic NMS after the per-class one:")
     for threshold in (None, 0.9, 0.8, 0.7, 0.5):

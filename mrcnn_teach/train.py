@@ -12,7 +12,7 @@ The configuration and the learning-rate schedule are in train_config.py, the dat
 loaders in train_data.py. Exact resumption rests on three choices:
 1. the data order of epoch e is a permutation drawn from a generator seeded with (seed, e), and a
    resumed epoch skips the batches it already trained on (train_data.make_loader);
-2. each sample's flip is drawn from a generator seeded with (seed, epoch, index)
+2. each sample's random flip and scale jitter are drawn from a generator seeded with (seed, epoch, index)
    (train_data.SeededTransforms), so it does not depend on which DataLoader worker loads it;
 3. the global RNG (the RPN and RoI samplers draw from it) is saved in the checkpoint and is
    never touched by data loading.
@@ -139,12 +139,11 @@ class Trainer:
 
         train_set, self.val_set = build_datasets(cfg)
         self.class_names = class_names_of(train_set)
-        augment = None
-        if cfg.hflip > 0:
-            from .datasets import RandomHorizontalFlip
+        from .datasets import Compose, RandomHorizontalFlip, RandomScaleJitter
 
-            augment = RandomHorizontalFlip(cfg.hflip)
-        self.train_set = SeededTransforms(train_set, augment, seed=cfg.seed)
+        augment = ([RandomScaleJitter(cfg.scale_jitter)] if cfg.scale_jitter is not None else []) \
+            + ([RandomHorizontalFlip(cfg.hflip)] if cfg.hflip > 0 else [])
+        self.train_set = SeededTransforms(train_set, Compose(augment) if augment else None, seed=cfg.seed)
 
         self.model_name = cfg.model
         given = cfg.model_overrides.get("num_classes")

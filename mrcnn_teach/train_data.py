@@ -3,7 +3,7 @@
 Exact resumption rests on two choices made here:
 1. the data order of epoch e is a permutation drawn from a generator seeded with (seed, e)
    (DistributedSampler), and a resumed epoch skips the batches it already trained on (`SkipFirst`);
-2. each sample's flip is drawn from a generator seeded with (seed, epoch, index)
+2. each sample's random flip and scale jitter are drawn from a generator seeded with (seed, epoch, index)
    (`SeededTransforms`), so it does not depend on which DataLoader worker loads it.
 """
 

@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader
 from mrcnn_teach import build_maskrcnn, pretrained
 from mrcnn_teach.checkpoint import load_checkpoint, save_checkpoint
 from mrcnn_teach.configs import get_config
-from mrcnn_teach.datasets import ShapesDataset, collate_fn
+from mrcnn_teach.datasets import RandomScaleJitter, ShapesDataset, collate_fn, scale_jitter, tight_boxes
 from mrcnn_teach.datasets.shapes import CLASSES, masks_to_boxes, shape_mask, visible_masks
 from mrcnn_teach.train import (TRAIN_PRESETS, Trainer, WarmupStepDecay, build_optimizer, build_scheduler,
                                get_train_config, resume_config, train, training_step)
@@ -171,6 +171,117 @@ plt.show()
 # hidden pixels would ask it to mark pixels that show another shape. COCO's masks are the visible
 # parts too (predicting the hidden extent is a different task, *amodal* segmentation), and so are its
 # boxes.
+
+# %% [markdown]
+# ### 1.2 Augmentation: a flip, and scale jitter
+#
+# The paper's only training augmentation is a horizontal flip (Sec. 3.1), which the `Trainer` applies
+# to half the images. A flip says nothing about size, and a network learns the sizes it is shown: the
+# shapes are drawn 12–48 px wide, and a model trained on them alone misses and misclassifies shapes of
+# 70–96 px (measured in section 1.3).
+#
+# **Large-scale jitter** (Ghiasi et al. 2021, "Simple Copy-Paste") resizes each training image by a
+# random factor $s$ and then cuts a window of the original size out of the result, padding where the
+# resized image is smaller. The model's input stays 128×128; the objects in it are $s$ times as large.
+# With the window's corner at $(\text{top}, \text{left})$ in the resized image, a point moves as
+#
+# $$x' = s\,x - \text{left}, \qquad y' = s\,y - \text{top},$$
+#
+# a positive offset crops, a negative one pads. The image, its masks and its boxes must move together:
+#
+# - the image is resized bilinearly, with antialiasing when it shrinks;
+# - each mask is resized the same way as a soft mask and thresholded at 0.5;
+# - each box is re-derived as the tight box of its new mask: a crop that cuts a corner off a triangle
+#   leaves a box smaller than the old box clipped to the window;
+# - a shape with no pixel left in the window is dropped, with its label.
+
+# %%
+show_source(scale_jitter)
+
+# %% [markdown]
+# Image 0 again: a square whose box is 36 px wide, between two triangles 31 and 26 px wide. We run three
+# settings. At $s = 0.5$ with the window at $(-32, -32)$ the whole image shrinks to 64×64 in the middle of
+# the window: all three shapes stay, about half as wide, with about a quarter of their area. $s = 1$ at
+# $(0, 0)$ changes nothing. At $s = 2$ with the window at $(60, 100)$ the window sees the part of the
+# original with $x \in [50, 114)$ and $y \in [30, 94)$: the square (x 55–91, y 37–73) stays whole and 72 px
+# wide, the triangle on the right is cut by the window's edge, and the triangle on the left (x 14–40) is
+# outside and dropped.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+settings = [(0.5, (-32, -32)), (1.0, (0, 0)), (2.0, (60, 100))]  # (s, (top, left))
+print("original: labels", target["labels"].tolist(), " box widths",
+      (target["boxes"][:, 2] - target["boxes"][:, 0]).tolist(), " areas", target["area"].tolist())
+jittered = {}
+for s, offset in settings:
+    image_s, target_s = scale_jitter(image, target, s, offset)  # (3, 128, 128), K <= N shapes
+    jittered[s] = (image_s, target_s)
+    K = len(target_s["labels"])
+    widths = target_s["boxes"][:, 2] - target_s["boxes"][:, 0]  # (K,)
+    print(f"s={s}, (top, left)={offset}: labels {target_s['labels'].tolist()}  box widths {widths.tolist()}"
+          f"  areas {target_s['area'].tolist()}")
+    assert image_s.shape == (3, 128, 128) and target_s["masks"].shape == (K, 128, 128)
+    assert target_s["boxes"].shape == (K, 4) and target_s["area"].shape == (K,) and K <= N
+    assert torch.equal(target_s["boxes"], tight_boxes(target_s["masks"]))  # boxes come from the masks
+assert len(jittered[0.5][1]["labels"]) == N and len(jittered[2.0][1]["labels"]) == N - 1
+
+# %% [markdown]
+# The widths halve to within a pixel (18 of 36, 16 of 31, 13 of 26) and the areas fall to about a
+# quarter; at $s = 2$ the square is 72 px wide and the cut triangle keeps only the part inside the
+# window. The same three, drawn, and one random draw of the training transform:
+
+# %%
+torch.manual_seed(3)
+random_image, random_target = RandomScaleJitter((0.5, 2.0))(image, target)
+panels = [("original (s = 1)", image, target)] + \
+    [(f"s = {s}, (top, left) = {offset}", *jittered[s]) for s, offset in settings if s != 1.0] + \
+    [("a random draw of RandomScaleJitter", random_image, random_target)]
+fig, axes = plt.subplots(1, 4, figsize=(13, 3.8), layout="constrained")
+for ax, (title, image_p, target_p) in zip(axes, panels):
+    draw_instances(ax, image_p, target_p["boxes"], target_p["labels"], masks=target_p["masks"], class_names=CLASSES)
+    ax.set_title(f"{title}\n{len(target_p['labels'])} shapes", fontsize=9)
+fig.suptitle("Large-scale jitter: the image is resized by s, then cropped or padded (mean colour) back to 128 x 128")
+plt.show()
+assert random_image.shape == (3, 128, 128)
+
+# %% [markdown]
+# The training transform draws $s$ and the window. $\log s$ is uniform, so enlarging by 2 and shrinking
+# by 2 are equally likely (a uniform $s$ on $[0.5, 2]$ would enlarge two times in three); the window's
+# corner is uniform over every position that keeps it inside the resized image, or the resized image
+# inside it. Both come from torch's generator, which `SeededTransforms` seeds per image (section 7.3),
+# so a resumed run redraws the same jitter.
+
+# %%
+show_source(RandomScaleJitter.get_params)
+
+# %%
+jitter = RandomScaleJitter((0.5, 2.0))
+torch.manual_seed(0)
+draws = [jitter.get_params(128, 128) for _ in range(4000)]
+scales = torch.tensor([s for s, _ in draws])  # (4000,)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), layout="constrained")
+axes[0].hist(scales.numpy(), bins=40, color="tab:blue")
+axes[0].set(title="s drawn: more often small than large ...", xlabel="scale factor s", ylabel="count")
+axes[1].hist(scales.log2().numpy(), bins=40, color="tab:orange")
+axes[1].set(title="... because log2 s is uniform on [-1, 1]", xlabel="log2 s", ylabel="count")
+plt.show()
+print(f"s in [{scales.min():.3f}, {scales.max():.3f}], median {scales.median():.3f}; "
+      f"{(scales < 1).float().mean():.0%} of the images shrink")
+assert scales.shape == (4000,) and 0.5 <= scales.min() and scales.max() <= 2.0
+assert abs(scales.median() - 1.0) < 0.05
+
+# %% [markdown]
+# ### 1.3 What scale jitter buys
+#
+# `TrainConfig(scale_jitter=(0.5, 2.0))` turns it on (`None`, the default of `TrainConfig`, leaves it off);
+# the `shapes_tiny` preset behind `make demo` sets it. `benchmarks/shapes_budget.py` trains a preset for
+# ten CPU minutes and scores it on two held-out sets: the usual one, and the same scenes drawn with
+# `ShapesDataset(..., size_range=(6, 96))`, shapes from half the smallest to twice the largest training
+# size. Measured on a 2-core CPU (`benchmarks/README.md` has the commands and every run):
+#
+# SCALE_TABLE
+#
+# The model the other notebooks load (section 8) is trained with the paper's recipe: the flip only.
 
 # %% [markdown]
 # ## 2. The training loss
@@ -521,7 +632,8 @@ plt.show()
 # needs added:
 #
 # - **data**: the training set wrapped in `SeededTransforms` (random horizontal flips, the paper's only
-#   augmentation), one DataLoader per epoch from `make_loader` (section 7.3 says why);
+#   augmentation, and scale jitter if `scale_jitter` is set, section 1.2), one DataLoader per epoch from
+#   `make_loader` (section 7.3 says why);
 # - **the schedule**: `LambdaLR(WarmupStepDecay)` stepped after every update, fitted to a time budget if
 #   there is one;
 # - **a log**: one JSON line per step in `log.jsonl`: step, epoch, lr, the loss and its five terms, the

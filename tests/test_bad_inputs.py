@@ -24,7 +24,7 @@ from PIL import Image
 
 from mrcnn_teach import build_maskrcnn, cli, get_config, load_torchvision_weights, transform
 from mrcnn_teach.checkpoint import FORMAT, load_checkpoint, model_from_checkpoint
-from mrcnn_teach.datasets import CocoDetection, ShapesDataset
+from mrcnn_teach.datasets import CocoDetection, ShapesDataset, scale_jitter
 from mrcnn_teach.evaluate import evaluate
 from mrcnn_teach.train import TrainConfig, get_train_config, train
 
@@ -328,12 +328,30 @@ BAD_INPUTS = [
         ("milestones must be a tuple",)),
     Row("train_images=0", lambda c: get_train_config("shapes_tiny", train_images=0), ValueError, ("train_images must be >= 1",)),
     Row("gamma=0", lambda c: get_train_config("shapes_tiny", gamma=0.0), ValueError, ("gamma must be in (0, 1]",)),
+    Row("scale_jitter=(2, 0.5) (reversed)", lambda c: get_train_config("shapes_tiny", scale_jitter=(2.0, 0.5)), ValueError,
+        ("scale_jitter must be (min, max) with 0 < min <= max", "(2.0, 0.5)")),
+    Row("scale_jitter=0.5 (one number)", lambda c: get_train_config("shapes_tiny", scale_jitter=0.5), ValueError,
+        ("scale_jitter must be None or two numbers (min, max)", "0.5")),
+    Row("scale_jitter=(0, 2)", lambda c: get_train_config("shapes_tiny", scale_jitter=(0, 2)), ValueError,
+        ("scale_jitter must be (min, max) with 0 < min <= max",)),
     Row("an unknown TrainConfig field", lambda c: get_train_config("shapes_tiny", learning_rate=0.1), ValueError,
         ("unknown TrainConfig field(s) ['learning_rate']",)),
     Row("num_classes in model_overrides that the data contradicts", lambda c: train(
         c.tiny_config(model_overrides={**TINY_MODEL, "num_classes": 3}), c.tmp / "nc", evaluate=False, quiet=True),
         ValueError, ("num_classes=3", "4 classes", "leave num_classes out")),
     Row("evaluating an empty dataset", lambda c: evaluate(c.model, []), ValueError, ("no images",)),
+    # --- datasets and augmentation
+    Row("shapes size_range=(48, 12) (reversed)", lambda c: ShapesDataset(2, size_range=(48, 12)), ValueError,
+        ("size_range must be two numbers (min, max) with 1 <= min <= max", "(48, 12)")),
+    Row("shapes size_range=24 (one number)", lambda c: ShapesDataset(2, size_range=24), ValueError,
+        ("size_range must be", "got 24")),
+    Row("scale jitter of a target with keypoints", lambda c: scale_jitter(
+        image(), {**target(), "keypoints": torch.zeros(1, 17, 3)}, 1.5), ValueError,
+        ("does not know how to resize target entries ['keypoints']",)),
+    Row("scale jitter by 0", lambda c: scale_jitter(image(), target(), 0.0), ValueError,
+        ("scale must be a positive number", "0.0")),
+    Row("scale jitter of an (H, W) image", lambda c: scale_jitter(image()[0], None, 1.5), ValueError,
+        ("image must be (C, H, W)", "(48, 64)")),
     # --- weight files (torchvision's Mask R-CNN weights)
     Row("a weights file that does not exist", lambda c: load_torchvision_weights(c.model, c.tmp / "nope.pth"),
         FileNotFoundError, ("nope.pth",)),

@@ -218,15 +218,47 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     assert any(not torch.allclose(c["model"][k], a["model"][k], rtol=1e-5, atol=1e-6) for k in a["model"])
 
 
-def test_worker_processes_do_not_change_the_run(tmp_path):
-    """Flips are seeded per sample, so 2 DataLoader workers train exactly like the main process."""
-    cfg = tiny_config(epochs=1, hflip=0.5)
+@pytest.mark.parametrize("scale_jitter", [None, (0.5, 2.0)])
+def test_worker_processes_do_not_change_the_run(tmp_path, scale_jitter):
+    """Flips and scale jitter are seeded per sample, so 2 DataLoader workers train exactly like the main process."""
+    cfg = tiny_config(epochs=1, hflip=0.5, scale_jitter=scale_jitter)
     train(cfg, tmp_path / "w0", evaluate=False, quiet=True)
-    train(tiny_config(epochs=1, hflip=0.5, workers=2), tmp_path / "w2", evaluate=False, quiet=True)
+    train(tiny_config(epochs=1, hflip=0.5, scale_jitter=scale_jitter, workers=2), tmp_path / "w2",
+          evaluate=False, quiet=True)
     a = load_checkpoint(tmp_path / "w0" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "w2" / "checkpoint.pt")["model"]
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_scale_jitter_is_applied_and_resumes_exactly(tmp_path):
+    jitter = dict(scale_jitter=(0.5, 2.0))
+    full = train(tiny_config(**jitter), tmp_path / "full", evaluate=False, quiet=True)
+    train(tiny_config(max_steps=3, **jitter), tmp_path / "part", evaluate=False, quiet=True)
+    rest = train(tiny_config(**jitter), tmp_path / "part", resume=tmp_path / "part" / "checkpoint.pt",
+                 evaluate=False, quiet=True)
+    assert full["step"] == rest["step"] == 6
+    a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-5, atol=1e-6, msg=key)
+    assert tuple(a["train_config"]["scale_jitter"]) == (0.5, 2.0)
+    # the jitter really reaches the training images: without it the same run ends elsewhere
+    train(tiny_config(), tmp_path / "plain", evaluate=False, quiet=True)
+    plain = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["model"]
+    assert any(not torch.allclose(plain[k], a["model"][k], rtol=1e-4, atol=1e-5) for k in plain)
+
+
+def test_trainer_composes_jitter_before_the_flip(tmp_path):
+    from mrcnn_teach.datasets import Compose, RandomHorizontalFlip, RandomScaleJitter
+    from mrcnn_teach.train import Trainer
+
+    trainer = Trainer(tiny_config(scale_jitter=(0.7, 1.5), hflip=0.25), tmp_path / "t", quiet=True)
+    augment = trainer.train_set.transforms
+    assert isinstance(augment, Compose) and [type(t) for t in augment.transforms] == [RandomScaleJitter,
+                                                                                     RandomHorizontalFlip]
+    assert augment.transforms[0].scale_range == (0.7, 1.5) and augment.transforms[1].p == 0.25
+    assert Trainer(tiny_config(hflip=0.0), tmp_path / "u", quiet=True).train_set.transforms is None
 
 
 # ----------------------------------------------------------------------------- stopping

@@ -179,17 +179,23 @@ def _distinct_color(rng: np.random.Generator, avoid: list[np.ndarray]) -> tuple[
     return tuple(float(c) for c in color)
 
 
-def random_scene(rng: np.random.Generator, image_size: int, min_shapes: int, max_shapes: int):
-    """Draw a background and a list of shapes (before occlusion) from rng."""
+def random_scene(rng: np.random.Generator, image_size: int, min_shapes: int, max_shapes: int,
+                 size_range: tuple[float, float] = (MIN_SIZE_128, MAX_SIZE_128)):
+    """Draw a background and a list of shapes (before occlusion) from rng.
+
+    Sizes are uniform in size_range (pixels of a 128-px image, scaled with image_size). A shape is
+    placed wholly inside the image where it fits; one too large to fit (circumradius over half the
+    image) is centred in that direction and the image border cuts it, like a close-up photo.
+    """
     background, ends = gradient_background(rng, image_size, image_size)
     avoid = [ends[0], ends[1], ends.mean(axis=0)]
     scale = image_size / 128.0
     shapes = []
     for _ in range(int(rng.integers(min_shapes, max_shapes + 1))):
         label = int(rng.integers(1, 4))
-        size = float(rng.uniform(MIN_SIZE_128, MAX_SIZE_128)) * scale
+        size = float(rng.uniform(*size_range)) * scale
         probe = Shape(label, 0.0, 0.0, size)
-        r = probe.radius  # keep the whole shape inside the image
+        r = min(probe.radius, image_size / 2)  # keep the whole shape inside the image if it fits
         cx, cy = rng.uniform(r, image_size - r, size=2)
         angle = float(rng.uniform(0.0, 2 * math.pi))
         color = _distinct_color(rng, avoid)
@@ -204,6 +210,10 @@ class ShapesDataset(Dataset):
     __getitem__(i) -> (image (3, H, W) float32 in [0, 1], target) with target =
     dict(boxes (N, 4) float32 x1y1x2y2, labels (N,) int64 in 1..3, masks (N, H, W) uint8,
     image_id int64 scalar (== i), area (N,) float32 mask pixel counts, iscrowd (N,) int64 zeros).
+
+    size_range: shape sizes (side, or a circle's diameter) drawn uniformly from it, in pixels of a
+    128-px image (they scale with image_size). The default (12, 48) is the training range; draw a
+    held-out set of other sizes with e.g. size_range=(6, 96), objects 0.5x-2x of it.
     """
 
     class_names = CLASSES
@@ -211,7 +221,8 @@ class ShapesDataset(Dataset):
     label_to_category_id = {label: label for label in range(1, len(CLASSES))}
 
     def __init__(self, num_images: int, image_size: int = 128, seed: int = 0,
-                 min_shapes: int = 1, max_shapes: int = 4, transforms=None):
+                 min_shapes: int = 1, max_shapes: int = 4, transforms=None,
+                 size_range: tuple[float, float] = (MIN_SIZE_128, MAX_SIZE_128)):
         for name, value in (("num_images", num_images), ("image_size", image_size), ("seed", seed),
                             ("min_shapes", min_shapes), ("max_shapes", max_shapes)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -225,7 +236,13 @@ class ShapesDataset(Dataset):
         if not 0 <= min_shapes <= max_shapes or max_shapes < 1:
             raise ValueError("ShapesDataset: need 0 <= min_shapes <= max_shapes and max_shapes >= 1, "
                              f"got min_shapes={min_shapes}, max_shapes={max_shapes}")
+        if not (isinstance(size_range, (tuple, list)) and len(size_range) == 2
+                and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in size_range)
+                and 1 <= size_range[0] <= size_range[1] and math.isfinite(size_range[1])):
+            raise ValueError("ShapesDataset: size_range must be two numbers (min, max) with 1 <= min <= max, "
+                             f"in pixels of a 128-px image; got {size_range!r}")
         self.num_images = int(num_images)
+        self.size_range = (float(size_range[0]), float(size_range[1]))
         self.image_size = int(image_size)
         self.seed = int(seed)
         self.min_shapes = int(min_shapes)
@@ -243,7 +260,7 @@ class ShapesDataset(Dataset):
         # One Generator per image, seeded by (seed, index): no shared state, so the
         # order of access and the number of DataLoader workers do not matter.
         rng = np.random.default_rng([self.seed, index])
-        background, shapes = random_scene(rng, self.image_size, self.min_shapes, self.max_shapes)
+        background, shapes = random_scene(rng, self.image_size, self.min_shapes, self.max_shapes, self.size_range)
         image, masks, kept = render_shapes(shapes, background)
         noise = NOISE_STD * rng.standard_normal(image.shape, dtype=np.float32)  # (H, W, 3)
         image = np.clip(image + noise, 0.0, 1.0)  # (H, W, 3) float32
