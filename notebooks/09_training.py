@@ -991,7 +991,7 @@ def my_lr(step, base_lr, total_steps, warmup_steps, warmup_factor, milestones, g
 
 
 # %%
-from mrcnn_teach.exercises.nb09 import check_lr, check_steps_per_epoch, check_training_step
+from mrcnn_teach.exercises.nb09 import check_jitter_boxes, check_lr, check_steps_per_epoch, check_training_step
 
 check_lr(my_lr);
 
@@ -1025,6 +1025,22 @@ def my_steps_per_epoch(num_images, batch_size, world_size):
 
 # %%
 check_steps_per_epoch(my_steps_per_epoch);
+
+# %% [markdown]
+# **4. Boxes through scale jitter.** A dataset without masks still needs its boxes moved with the image.
+# Write `my_jitter_boxes(boxes, image_size, scale, offset)` for section 1.2's formula with the window the
+# image's own size `(H, W)`: scale, shift by `offset = (top, left)`, clip to the window, and drop the
+# boxes left with no width or height. One detail decides the last decimals: the resized image has
+# `round(H * scale)` rows, so the scale really applied is `round(H * scale) / H` (and likewise for the
+# width). The check compares your boxes with `scale_jitter`'s on targets without masks.
+
+# %%
+def my_jitter_boxes(boxes, image_size, scale, offset):
+    raise NotImplementedError  # your code here
+
+
+# %%
+check_jitter_boxes(my_jitter_boxes);
 
 # %% [markdown]
 # Next: [10 — Inference](10_inference.ipynb)

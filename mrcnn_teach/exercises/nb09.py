@@ -1,4 +1,5 @@
-"""Checks for the exercises of notebooks/09_training.ipynb (the schedule, one SGD step, steps per epoch)."""
+"""Checks for the exercises of notebooks/09_training.ipynb (the schedule, one SGD step, steps per epoch,
+scale jitter of boxes)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,36 @@ def check_steps_per_epoch(my_steps_per_epoch) -> bool:
                 f"expected {expected} steps, got {got}")
 
     return run_check("steps per epoch", compare)
+
+
+# (boxes, (H, W), scale, (top, left)): a crop, a pad, a size whose H * s is not a whole number (the
+# scale applied is round(H * s) / H), boxes pushed out of the window, a non-square image.
+_JITTER_CASES = [
+    ([[10.0, 20.0, 50.0, 60.0], [70.0, 5.0, 120.0, 40.0], [0.0, 100.0, 30.0, 128.0]], (128, 128), 2.0, (30, 40)),
+    ([[10.0, 20.0, 50.0, 60.0], [70.0, 5.0, 120.0, 40.0]], (128, 128), 0.5, (-20, -10)),
+    ([[3.5, 7.25, 90.0, 61.0], [40.0, 40.0, 41.0, 99.0]], (100, 100), 0.733, (-5, -7)),
+    ([[0.0, 0.0, 20.0, 20.0], [60.0, 60.0, 100.0, 100.0]], (100, 100), 1.5, (50, 50)),
+    ([[5.0, 5.0, 60.0, 30.0], [100.0, 10.0, 150.0, 70.0]], (80, 160), 1.3, (-3, 12)),
+]
+
+
+def check_jitter_boxes(my_jitter_boxes) -> bool:
+    """my_jitter_boxes(boxes (N, 4), image_size (H, W), scale, offset (top, left)) -> (K, 4) equals the boxes
+    datasets.scale_jitter gives a target without masks (window = the image's own size)."""
+    from ..datasets import scale_jitter
+
+    def compare():
+        for rows, (h, w), scale, offset in _JITTER_CASES:
+            boxes = torch.tensor(rows)  # (N, 4)
+            target = {"boxes": boxes.clone(), "labels": torch.arange(1, len(rows) + 1)}
+            expected = scale_jitter(torch.zeros(3, h, w), target, scale, offset)[1]["boxes"]  # (K, 4)
+            got = my_jitter_boxes(boxes.clone(), (h, w), scale, offset)
+            assert got is not None, "your function returned None"
+            got = torch.as_tensor(got, dtype=torch.float32)
+            where = f"image {h}x{w}, scale {scale}, (top, left) = {offset}"
+            assert got.shape == expected.shape, (
+                f"{where}: expected {len(expected)} boxes (N, 4) after dropping the empty ones, got shape "
+                f"{tuple(got.shape)}")
+            assert torch.allclose(got, expected, atol=1e-4), f"{where}: expected {expected.tolist()}, got {got.tolist()}"
+
+    return run_check("boxes through scale jitter", compare)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from mrcnn_teach.exercises.nb09 import check_lr, check_steps_per_epoch, check_training_step
+from mrcnn_teach.exercises.nb09 import check_jitter_boxes, check_lr, check_steps_per_epoch, check_training_step
 
 
 def my_lr(step, base_lr, total_steps, warmup_steps, warmup_factor, milestones, gamma):
@@ -41,10 +41,23 @@ def my_steps_per_epoch(num_images, batch_size, world_size):
 # trainval35k, about 115k images: the same order), and its decay at 120k comes after about 16 epochs.
 
 
+def my_jitter_boxes(boxes, image_size, scale, offset):
+    """x' = s_x x - left, y' = s_y y - top with the scale actually applied, clipped to the window; empty ones dropped."""
+    h, w = image_size
+    top, left = offset
+    sx, sy = max(1, round(w * scale)) / w, max(1, round(h * scale)) / h  # the resized image has whole pixels
+    moved = boxes * torch.tensor([sx, sy, sx, sy]) - torch.tensor([left, top, left, top])  # (N, 4)
+    moved[:, 0::2] = moved[:, 0::2].clamp(0, w)  # the window is the image's own size
+    moved[:, 1::2] = moved[:, 1::2].clamp(0, h)
+    keep = (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])  # (N,)
+    return moved[keep]
+
+
 CHECKS = [
     (check_lr, my_lr),
     (check_training_step, my_training_step),
     (check_steps_per_epoch, my_steps_per_epoch),
+    (check_jitter_boxes, my_jitter_boxes),
 ]
 
 
@@ -76,7 +89,27 @@ def _steps_dropping_the_last_batch(num_images, batch_size, world_size):
     return num_images // (batch_size * world_size)
 
 
+def _jitter_with_the_asked_scale(boxes, image_size, scale, offset):
+    # s instead of round(H * s) / H: off by a fraction of a pixel when H * s is not whole
+    h, w = image_size
+    top, left = offset
+    moved = boxes * scale - torch.tensor([left, top, left, top])
+    moved[:, 0::2], moved[:, 1::2] = moved[:, 0::2].clamp(0, w), moved[:, 1::2].clamp(0, h)
+    return moved[(moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])]
+
+
+def _jitter_keeping_empty_boxes(boxes, image_size, scale, offset):
+    h, w = image_size
+    top, left = offset
+    sx, sy = round(w * scale) / w, round(h * scale) / h
+    moved = boxes * torch.tensor([sx, sy, sx, sy]) - torch.tensor([left, top, left, top])
+    moved[:, 0::2], moved[:, 1::2] = moved[:, 0::2].clamp(0, w), moved[:, 1::2].clamp(0, h)
+    return moved  # a box pushed out of the window stays, squashed to zero width
+
+
 WRONG = [
+    (check_jitter_boxes, _jitter_with_the_asked_scale),
+    (check_jitter_boxes, _jitter_keeping_empty_boxes),
     (check_lr, _lr_decay_after_milestone),
     (check_training_step, _step_without_clipping),
     (check_training_step, _step_without_zero_grad),
