@@ -178,8 +178,8 @@ plt.show()
 #
 # The paper's only training augmentation is a horizontal flip (Sec. 3.1), which the `Trainer` applies
 # to half the images. A flip says nothing about size, and a network learns the sizes it is shown: the
-# shapes are drawn 12–48 px wide, and a model trained on them alone misses and misclassifies shapes of
-# 70–96 px (measured in section 1.3).
+# shapes are drawn 12–48 px wide, and a model trained on them alone finds only half of the shapes drawn
+# 72–96 px wide and names only half of those right (section 1.3; `benchmarks/README.md` has the counts).
 #
 # **Large-scale jitter** (Ghiasi et al. 2021, "Simple Copy-Paste") resizes each training image by a
 # random factor $s$ and then cuts a window of the original size out of the result, padding where the
