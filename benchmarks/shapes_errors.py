@@ -3,6 +3,7 @@
     python benchmarks/shapes_errors.py runs/demo/checkpoint.pt [--images 100] [--seed 1] [--size-range 6 96]
 
 Runs the checkpoint on the held-out shapes images (seed 1, as the trainer holds them out) and prints:
+* how much of its objects the set shows: the share left less than 60% visible by the shapes on top;
 * COCO box/mask AP per class;
 * for each ground-truth object, the class of the best-overlapping detection with score > 0.5
   (box IoU >= 0.5; "miss" when there is none), as a confusion table, and how many objects also
@@ -20,11 +21,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import torch
 from torchvision.ops import box_iou, nms
 
 from mrcnn_teach.checkpoint import model_from_checkpoint
-from mrcnn_teach.datasets import ShapesDataset
+from mrcnn_teach.datasets import ShapesDataset, shape_mask
 from mrcnn_teach.evaluate import dataset_to_coco, evaluate_predictions
 
 
@@ -74,6 +76,17 @@ def by_size(dataset, predictions, score: float = 0.5):
     return rows
 
 
+def partly_hidden(dataset, below: float = 0.6) -> tuple[int, int]:
+    """(objects, objects with less than `below` of their full area visible) in the dataset."""
+    objects = hidden = 0
+    for index in range(len(dataset)):
+        _, visible, shapes = dataset.scene(index)  # (N, H, W) bool visible masks, N shapes
+        full = np.stack([shape_mask(s, *visible.shape[1:]) for s in shapes])  # (N, H, W) before occlusion
+        fraction = visible.sum(axis=(1, 2)) / full.sum(axis=(1, 2))  # (N,)
+        objects, hidden = objects + len(shapes), hidden + int((fraction < below).sum())
+    return objects, hidden
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -88,6 +101,9 @@ def main(argv=None) -> int:
     size = ckpt["train_config"].get("image_size", 128)
     dataset = ShapesDataset(args.images, size, seed=args.seed, size_range=tuple(args.size_range))
     names = dataset.class_names
+    objects, hidden = partly_hidden(dataset)
+    print(f"held-out set: {len(dataset)} images, shapes {args.size_range[0]:g}-{args.size_range[1]:g} px, "
+          f"{objects} objects, {hidden / objects:.0%} of them less than 60% visible")
     with torch.no_grad():
         predictions = {i: model([dataset[i][0]])[0] for i in range(len(dataset))}
     coco = dataset_to_coco(dataset)

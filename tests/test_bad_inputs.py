@@ -171,22 +171,22 @@ COCO = {
 }
 
 
-def ann(ann_id: int, **changes) -> Callable[[dict], None]:
+def _edit(section: str, entry_id: int, changes: dict) -> Callable[[dict], None]:
+    """An edit of annotations.json: entry `entry_id` of `section` gets `changes` (DROP removes a key)."""
     def apply(anns):
-        entry = next(a for a in anns["annotations"] if a["id"] == ann_id)
+        entry = next(e for e in anns[section] if e["id"] == entry_id)
         entry.update(changes)
         for key in [k for k, v in changes.items() if v is DROP]:
             del entry[key]
     return apply
+
+
+def ann(ann_id: int, **changes) -> Callable[[dict], None]:
+    return _edit("annotations", ann_id, changes)
 
 
 def img(image_id: int, **changes) -> Callable[[dict], None]:
-    def apply(anns):
-        entry = next(i for i in anns["images"] if i["id"] == image_id)
-        entry.update(changes)
-        for key in [k for k, v in changes.items() if v is DROP]:
-            del entry[key]
-    return apply
+    return _edit("images", image_id, changes)
 
 
 DROP = object()  # ann(5, segmentation=DROP): the key is removed

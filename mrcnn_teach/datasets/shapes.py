@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .transforms import tight_boxes
+
 CLASSES = ("background", "square", "circle", "triangle")
 SQUARE, CIRCLE, TRIANGLE = 1, 2, 3
 
@@ -144,15 +146,9 @@ def render_shapes(shapes: list[Shape], background: np.ndarray,
 
 
 def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes (x1, y1, x2, y2) of non-empty masks (N, H, W), x2 = last column + 1."""
-    n, height, width = masks.shape
-    cols = masks.any(axis=1)  # (N, W) which columns the mask touches
-    rows = masks.any(axis=2)  # (N, H)
-    x1 = cols.argmax(axis=1)  # (N,) first True
-    x2 = width - cols[:, ::-1].argmax(axis=1)  # (N,) one past the last True
-    y1 = rows.argmax(axis=1)  # (N,)
-    y2 = height - rows[:, ::-1].argmax(axis=1)  # (N,)
-    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)  # (N, 4)
+    """Tight boxes (x1, y1, x2, y2) of non-empty masks (N, H, W), x2 = last column + 1: the numpy face of
+    transforms.tight_boxes, for the numpy drawing code here."""
+    return tight_boxes(torch.from_numpy(np.asarray(masks))).numpy()  # (N, 4) float32
 
 
 def gradient_background(rng: np.random.Generator, height: int, width: int):

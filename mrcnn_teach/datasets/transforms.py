@@ -123,7 +123,7 @@ def scale_jitter(image: torch.Tensor, target: dict | None, scale: float, offset:
       a triangle leaves a smaller box than the clamped old one; detectron2's LSJ recipes recompute
       boxes for this reason); without masks, scaled, shifted and clipped to the window;
     - instances left with no pixel (or an empty box) in the window are dropped, with their labels,
-      area and iscrowd; `area` is recomputed.
+      area and iscrowd; `area` is recomputed (with masks: their pixel counts, always set).
     """
     if image.ndim != 3:
         raise ValueError(f"scale_jitter: image must be (C, H, W), got shape {tuple(image.shape)}")
@@ -135,7 +135,7 @@ def scale_jitter(image: torch.Tensor, target: dict | None, scale: float, offset:
     top, left = offset
     resized = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False,
                             antialias=True)[0]  # (C, new_h, new_w)
-    colour = resized.mean(dim=(1, 2), keepdim=True) if fill is None else torch.tensor(float(fill))  # (C, 1, 1)
+    colour = resized.mean(dim=(1, 2), keepdim=True) if fill is None else torch.tensor(float(fill))  # (C, 1, 1) or ()
     image = _place(resized, top, left, out_h, out_w, colour)  # (C, out_h, out_w)
     if target is None:
         return image, None
@@ -156,12 +156,12 @@ def scale_jitter(image: torch.Tensor, target: dict | None, scale: float, offset:
         target["masks"] = masks
         if "boxes" in target:
             target["boxes"] = tight_boxes(masks).to(target["boxes"].dtype)  # (N, 4)
-        target["area"] = masks.flatten(1).sum(dim=1).to(torch.float32)  # (N,)
+        target["area"] = masks.flatten(1).sum(dim=1).to(torch.float32)  # (N,) pixels left in the window
     elif "boxes" in target:
         boxes = target["boxes"] * torch.tensor([sx, sy, sx, sy]) - torch.tensor([left, top, left, top])  # (N, 4)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, out_w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, out_h)
-        target["boxes"] = boxes.to(target["boxes"].dtype)
+        target["boxes"] = boxes.to(target["boxes"].dtype)  # (N, 4)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # (N,)
         if "area" in target:
             target["area"] = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).to(torch.float32)  # (N,)
