@@ -88,7 +88,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="time budget; then checkpoint and evaluate")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (schedule unchanged)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step per process")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate for the preset's lr_batch images per step; scaled with the total batch")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (CUDA)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=None)

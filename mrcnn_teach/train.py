@@ -39,7 +39,7 @@ from . import distributed as dist_utils
 from .checkpoint import (CHECKPOINT_NAME, FORMAT, ModelFactory, build_model, capture_rng_state,
                          load_checkpoint, load_model_state, restore_rng_state, save_checkpoint)
 # Re-exported: `from mrcnn_teach.train import TrainConfig, get_train_config, ...` keeps working.
-from .train_config import (TRAIN_PRESETS, TrainConfig, WarmupStepDecay, build_optimizer,  # noqa: F401
+from .train_config import (TRAIN_PRESETS, TrainConfig, WarmupStepDecay, build_optimizer, scaled_lr,  # noqa: F401
                            build_scheduler, get_train_config, resume_config)
 from .train_data import (SeededTransforms, SkipFirst, build_datasets, class_names_of,  # noqa: F401
                          make_loader, sample_seed, steps_per_epoch)
@@ -114,6 +114,14 @@ def _json_number(x: float) -> float | None:
     return x if math.isfinite(x) else None  # JSON has no NaN/Infinity
 
 
+def _lr_message(cfg: TrainConfig, world_size: int) -> str:
+    total = world_size * cfg.batch_size
+    if cfg.lr_batch is None:
+        return f"lr {cfg.lr:g} as given (total batch {total} = {world_size} x {cfg.batch_size} images)"
+    return (f"lr {scaled_lr(cfg, world_size):g} = {cfg.lr:g} x {total} / {cfg.lr_batch} (linear scaling rule: "
+            f"lr {cfg.lr:g} is for {cfg.lr_batch} images per step; this run takes {world_size} x {cfg.batch_size})")
+
+
 class Trainer:
     """Holds the objects of one run; `run()` trains. See `train()` for the one-call version."""
 
@@ -158,7 +166,8 @@ class Trainer:
         self.model = model.to(self.device)
 
         self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg, self.info.world_size)
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg, self.info.world_size)
+        self.say(_lr_message(cfg, self.info.world_size))
         self.scheduler = build_scheduler(self.optimizer, cfg, cfg.epochs * self.steps_per_epoch)
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.amp_dtype = torch.float16  # the heads' losses are computed in float32 regardless

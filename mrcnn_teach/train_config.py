@@ -45,7 +45,11 @@ class TrainConfig:
     # --- optimisation (Sec. 3.1): SGD with momentum, warm-up, step decay
     epochs: int = 12
     batch_size: int = 8  # images per step per process
-    lr: float = 0.02  # used as given; scale it with the total batch yourself (Goyal et al.)
+    # the linear scaling rule (Goyal et al. 2017, Sec. 2.1): `lr` is the learning rate for a total batch
+    # of `lr_batch` images, and a run uses lr * (world size * batch_size) / lr_batch (`scaled_lr`);
+    # lr_batch None: `lr` is used as given, whatever the batch
+    lr: float = 0.02
+    lr_batch: int | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 100  # linear ramp from lr * warmup_factor to lr
@@ -92,6 +96,7 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.lr_batch is None or self.lr_batch >= 1, f"lr_batch must be >= 1 or None, got {self.lr_batch}"),
             (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
             (all(0 < m < 1 for m in self.milestones), f"milestones are fractions in (0, 1), got {self.milestones}"),
             (list(self.milestones) == sorted(self.milestones), f"milestones must increase, got {self.milestones}"),
@@ -141,7 +146,8 @@ _FIELD_TYPES: dict[str, tuple[Any, str]] = {
     "hflip": _NUMBER,
     "scale_jitter": (_optional(lambda v: isinstance(v, (tuple, list)) and len(v) == 2 and all(map(_is_number, v))),
                      "None or two numbers (min, max)"),
-    "epochs": _INT, "batch_size": _INT, "lr": _NUMBER, "momentum": _NUMBER,
+    "epochs": _INT, "batch_size": _INT, "lr": _NUMBER, "lr_batch": (_optional(_is_int), "an int or None"),
+    "momentum": _NUMBER,
     "weight_decay": _NUMBER, "warmup_steps": _INT, "warmup_factor": _NUMBER,
     "milestones": (lambda v: isinstance(v, (tuple, list)) and all(map(_is_number, v)), "a tuple of numbers"),
     "gamma": _NUMBER, "grad_clip": (_optional(_is_number), "a number or None"),
@@ -158,13 +164,14 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # sizes (0.62 -> 0.65-0.69) but costs 0.04-0.07 on the training sizes (benchmarks/README.md).
     "shapes_tiny": TrainConfig(
         model="shapes_tiny", train_images=2000, val_images=100, image_size=128,
-        epochs=12, batch_size=8, lr=0.02, warmup_steps=100, milestones=(0.75, 0.9),
+        epochs=12, batch_size=8, lr=0.02, lr_batch=8, warmup_steps=100, milestones=(0.75, 0.9),
         grad_clip=10.0, max_minutes=10.0, workers=2,
     ),
-    # torchvision's COCO recipe (26 epochs, decay at 16 and 22; 2 images per GPU, lr 0.02 for
-    # 8 GPUs). Meant for a GPU and a COCO directory: --data DIR.
+    # torchvision's COCO recipe (26 epochs, decay at 16 and 22; 2 images per GPU on 8 GPUs, lr 0.02 for
+    # that total batch of 16, the paper's too, Sec. 3.1). On fewer GPUs the lr shrinks with the total
+    # batch (one GPU: 2 images, lr 0.0025). Meant for a GPU and a COCO directory: --data DIR.
     "resnet50_fpn": TrainConfig(
-        model="resnet50_fpn", epochs=26, batch_size=2, lr=0.02, warmup_steps=1000,
+        model="resnet50_fpn", epochs=26, batch_size=2, lr=0.02, lr_batch=16, warmup_steps=1000,
         milestones=(16 / 26, 22 / 26), grad_clip=10.0, amp=True, workers=4, eval_batch_size=2,
     ),
 }
@@ -217,10 +224,23 @@ class WarmupStepDecay:
         return factor * self.gamma ** bisect.bisect_right(self.milestone_steps, step)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig):
-    """SGD + momentum on the trainable parameters, and the warm-up/step-decay schedule."""
+def scaled_lr(cfg: TrainConfig, world_size: int = 1) -> float:
+    """The learning rate a run of `world_size` processes uses: the linear scaling rule.
+
+    Goyal et al. (2017, Sec. 2.1): when the minibatch is multiplied by k, multiply the learning rate
+    by k. `cfg.lr` is the rate for a total batch of `cfg.lr_batch` images; the run's total batch is
+    world_size * cfg.batch_size. With lr_batch None, cfg.lr is used as given.
+    """
+    if cfg.lr_batch is None:
+        return cfg.lr
+    return cfg.lr * world_size * cfg.batch_size / cfg.lr_batch
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int = 1):
+    """SGD + momentum on the trainable parameters, at the scaled learning rate (`scaled_lr`)."""
     params = [p for p in model.parameters() if p.requires_grad]  # frozen stages are left out
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=scaled_lr(cfg, world_size), momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
     return optimizer
 
 

@@ -78,6 +78,35 @@ def toy_factory(**kwargs):
 # ----------------------------------------------------------------------------- learning rate
 
 
+def test_linear_scaling_rule_scales_the_lr_with_the_total_batch(tmp_path, capsys, monkeypatch):
+    from mrcnn_teach import train as train_module
+    from mrcnn_teach.distributed import DistInfo
+    from mrcnn_teach.train import scaled_lr
+
+    # Goyal et al. 2017: lr 0.02 for 16 images; the resnet50_fpn preset takes 2 images per process.
+    r50 = get_train_config("resnet50_fpn")
+    assert (r50.lr, r50.lr_batch, r50.batch_size) == (0.02, 16, 2)
+    assert [scaled_lr(r50, w) for w in (1, 2, 4, 8, 16)] == pytest.approx([0.0025, 0.005, 0.01, 0.02, 0.04])
+    assert scaled_lr(dataclasses.replace(r50, batch_size=4), 4) == pytest.approx(0.02)  # 16 images again
+    shapes = get_train_config("shapes_tiny")  # lr 0.02 for its own batch of 8: one process runs it as given
+    assert scaled_lr(shapes, 1) == pytest.approx(0.02) and scaled_lr(shapes, 2) == pytest.approx(0.04)
+    assert scaled_lr(dataclasses.replace(shapes, lr_batch=None), 8) == 0.02  # None: as given
+    with pytest.raises(ValueError, match="lr_batch must be >= 1"):
+        get_train_config("shapes_tiny", lr_batch=0)
+
+    # The trainer's optimizer runs the scaled lr (before warm-up), for the world size it runs in, and says so.
+    monkeypatch.setattr(train_module.dist_utils, "wrap_model", lambda model, info: model)  # no process group here
+    for world_size in (1, 4):
+        info = DistInfo(rank=0, world_size=world_size, local_rank=0, device=torch.device("cpu"))
+        cfg = tiny_config(lr=0.02, lr_batch=16, warmup_steps=0)  # batch_size 2
+        trainer = Trainer(cfg, tmp_path / f"w{world_size}", build=toy_factory(), info=info)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.02 * world_size * 2 / 16)
+        said = capsys.readouterr().out
+        assert f"lr {0.02 * world_size * 2 / 16:g} = 0.02 x {world_size * 2} / 16 (linear scaling rule" in said
+
+
+
+
 def test_lr_schedule_warmup_then_step_decay():
     schedule = WarmupStepDecay(total_steps=20, warmup_steps=4, warmup_factor=0.1, milestones=(0.5, 0.75), gamma=0.1)
     assert schedule.milestone_steps == [10, 15]
