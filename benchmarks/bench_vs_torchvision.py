@@ -3,9 +3,11 @@
     python benchmarks/bench_vs_torchvision.py                 # CPU, 800-px images
     python benchmarks/bench_vs_torchvision.py --device cuda   # where a GPU is present
 
-Three models share one set of weights: torchvision's `maskrcnn_resnet50_fpn`, ours with
-torchvision's compiled NMS/RoIAlign kernels, and ours with the teaching kernels written in
-`mrcnn_teach/nms.py` and `roi_ops.py`. Each timed round runs all three one after the other
+Four models share one set of weights: torchvision's `maskrcnn_resnet50_fpn`; ours as
+`build_maskrcnn("resnet50_fpn")` builds it (the default kernel set, "mixed": torchvision's compiled
+NMS and the fast RoIAlign of `roi_align_fast.py`); ours with torchvision's compiled NMS/RoIAlign;
+and ours with the teaching kernels written in `mrcnn_teach/nms.py` and `roi_ops.py` (the ones the
+notebooks explain). Each timed round runs all four one after the other
 (inference on one image, then a training step on two), so drift in the machine's speed hits them
 alike. It prints the median time of each and the ratio ours / torchvision (below 1.0: we are faster).
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -31,12 +34,14 @@ def make_models(device):
     with torch.no_grad():  # spread the random scores so inference yields ~100 detections with masks
         tv.rpn.head.cls_logits.weight.normal_(0, 0.3)
         tv.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.2)
+    # BN and every stage trainable: what torchvision builds when it is given no weights
+    default = build_maskrcnn("resnet50_fpn", norm="bn", trainable_layers=5)
     compiled = build_maskrcnn("resnet50_fpn", norm="bn", trainable_layers=5, kernels="torchvision")
     teaching = build_maskrcnn("resnet50_fpn", norm="bn", trainable_layers=5, kernels="teaching")
-    for model in (compiled, teaching):
+    for model in (default, compiled, teaching):
         load_torchvision_weights(model, tv.state_dict())
-    return {"torchvision": tv.to(device), "ours (compiled kernels)": compiled.to(device),
-            "ours (teaching kernels)": teaching.to(device)}
+    return {"torchvision": tv.to(device), f"ours (default: {default.config['kernels']})": default.to(device),
+            "ours (compiled kernels)": compiled.to(device), "ours (teaching kernels)": teaching.to(device)}
 
 
 def make_inputs(size, device):
@@ -114,12 +119,12 @@ def main(argv=None):
     print(f"detections per image: {detections}")
     reference = times["torchvision"]
     results = {}
-    header = f"{'model':<26}{'inference s':>13}{'ratio':>8}{'train step s':>15}{'ratio':>8}"
+    header = f"{'model':<28}{'inference s':>13}{'ratio':>8}{'train step s':>15}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     for name, t in times.items():
         row = {}
-        line = f"{name:<26}"
+        line = f"{name:<28}"
         for kind in ("inference", "train_step"):
             if not t[kind]:
                 line += f"{'-':>13}{'-':>8}" if kind == "inference" else f"{'-':>15}{'-':>8}"
@@ -132,7 +137,10 @@ def main(argv=None):
         print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": str(device), "machine": machine, "size": args.size,
+        args.json.write_text(json.dumps({"command": "python benchmarks/bench_vs_torchvision.py "
+                                         + " ".join(argv if argv is not None else sys.argv[1:]),
+                                         "date": time.strftime("%Y-%m-%d"),
+                                         "device": str(device), "machine": machine, "size": args.size,
                                          "torch": torch.__version__, "results": results}, indent=2))
 
 

@@ -51,8 +51,12 @@ RESNET50_FPN: dict[str, Any] = dict(
     # box head: "2fc" (the paper's) or "4conv1fc" (box_head_conv_channels, then one fc); head_norm:
     # None (the paper's) or "gn"/"bn" after every conv of the mask head and of a 4conv1fc box head
     box_head="2fc", box_head_conv_channels=(256, 256, 256, 256), head_norm=None,
-    # which NMS / RoIAlign to run: "teaching" (ours), "torchvision" (compiled) or "mixed"
-    kernels="teaching",
+    # which NMS / RoIAlign to run: "teaching" (the from-scratch ops the notebooks explain: nms.py,
+    # roi_ops.py), "torchvision" (its compiled kernels) or "mixed" (torchvision's NMS and the fast
+    # RoIAlign of roi_align_fast.py). All three give the same detections (tests/test_kernels.py);
+    # "mixed" is the fastest on a CPU (benchmarks/README.md), so a model built to be used runs it.
+    # model.set_kernels("teaching") switches to the classroom version.
+    kernels="mixed",
 )
 
 # Sized for the built-in 128x128 shapes images on a 2-core CPU, trained from scratch.
@@ -62,8 +66,13 @@ SHAPES_TINY: dict[str, Any] = {
     # leave the network unnormalised); GroupNorm does not care about the small batches.
     "depth": 18, "norm": "gn", "trainable_layers": 5, "fpn_channels": 64,
     "num_classes": 4, "min_size": 128, "max_size": 128,
-    # shapes are 10-60 px: anchors 8..128 px over P2..P6
-    "anchor_sizes": ((8,), (16,), (32,), (64,), (128,)),
+    # Anchors fitted to the data (benchmarks/anchor_design.py, results/anchor_design.json): the shapes'
+    # boxes are 6-67 px (sqrt(wh), median 31) and nearly square (90% have h/w in 0.88-1.14). One size
+    # per level at 2x the stride (8..128 px) left 88% of the GT boxes without an anchor at IoU >= 0.7;
+    # three sizes per octave (2^0, 2^1/3, 2^2/3, as RetinaNet, Lin et al. 2017, Sec. 4) from 4x the
+    # stride, with the square ratio only, gives 89% one at the same anchor count (k = 3 per position).
+    "anchor_sizes": ((16, 20, 25), (32, 40, 51), (64, 81, 102), (128, 161, 203), (256, 323, 406)),
+    "aspect_ratios": ((1.0,),) * 5,
     "rpn_pre_nms_top_n_train": 500, "rpn_pre_nms_top_n_test": 300,
     "rpn_post_nms_top_n_train": 300, "rpn_post_nms_top_n_test": 100,
     "rpn_batch_size_per_image": 128,
@@ -77,8 +86,6 @@ SHAPES_TINY: dict[str, Any] = {
     # On the shapes budget this lifted mask AP50 from 0.86 to 0.92 (benchmarks/README.md).
     "box_head": "4conv1fc", "box_head_conv_channels": (32, 32, 32, 32), "head_norm": "gn",
     "representation_size": 1024, "mask_head_channels": (32, 32, 32, 32), "mask_dim_reduced": 32,
-    # torchvision's compiled NMS + our RoIAlign: the fastest pair for a CPU training step
-    "kernels": "mixed",
 }
 
 CONFIGS: dict[str, dict[str, Any]] = {"resnet50_fpn": RESNET50_FPN, "shapes_tiny": SHAPES_TINY}

@@ -129,7 +129,7 @@ def compare_inference(tv, ours, images):
 
 @pytest.mark.slow
 def test_inference_matches_torchvision_stage_by_stage():
-    tv, ours = make_pair(box_score_thresh=0.01, **SMALL)
+    tv, ours = make_pair(box_score_thresh=0.01, kernels="teaching", **SMALL)  # the from-scratch ops
     images, _ = make_batch()
     dets = compare_inference(tv, ours, images)
     # And the public forward gives the same as the stage-by-stage run.
@@ -149,6 +149,24 @@ def test_inference_matches_with_other_kernels(kernels):
 
 
 @pytest.mark.slow
+def test_default_kernels_give_the_teaching_kernels_detections():
+    """build_maskrcnn("resnet50_fpn") runs the fastest exact set; the classroom set finds the same."""
+    _, ours = make_pair(box_score_thresh=0.01, **SMALL)
+    assert ours.config["kernels"] == "mixed" and ours.roi_heads.kernels.name == "mixed"
+    images, _ = make_batch(seed=5)
+    with torch.no_grad():
+        fast = ours(images)
+        ours.set_kernels("teaching")
+        teaching = ours(images)
+    assert sum(len(d["boxes"]) for d in fast) > 10  # enough detections for the comparison to mean something
+    for i, (a, b) in enumerate(zip(fast, teaching)):
+        assert torch.equal(a["labels"], b["labels"]), f"labels of image {i}"
+        assert_close(a["boxes"], b["boxes"], f"boxes of image {i}")
+        assert_close(a["scores"], b["scores"], f"scores of image {i}")
+        assert_close(a["masks"], b["masks"], f"masks of image {i}", atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
 def test_inference_matches_at_default_size():
     """The unmodified resnet50_fpn configuration (800/1333), one image, eval mode."""
     tv, ours = make_pair(box_score_thresh=0.01)
@@ -158,7 +176,7 @@ def test_inference_matches_at_default_size():
 
 @pytest.mark.slow
 def test_training_losses_match_torchvision():
-    tv, ours = make_pair(**SMALL)
+    tv, ours = make_pair(kernels="teaching", **SMALL)
     tv.train()
     ours.train()
     images, targets = make_batch(seed=4)

@@ -37,7 +37,10 @@ from .transforms import tight_boxes
 CLASSES = ("background", "square", "circle", "triangle")
 SQUARE, CIRCLE, TRIANGLE = 1, 2, 3
 
-# Sizes are given for a 128-px image and scale with image_size.
+# Sizes are given for a 128-px image and scale with image_size. A shape's size is its side (square,
+# triangle) or diameter (circle), drawn uniformly from 12-48 px. Its box is what the detector sees:
+# a rotated square's box is up to sqrt(2) wider and an occluded shape's smaller, so over the 2000
+# training images the boxes' sides sqrt(w*h) run from 6 to 67 px (median 31; benchmarks/anchor_design.py).
 MIN_SIZE_128, MAX_SIZE_128 = 12.0, 48.0
 MIN_VISIBLE_FRACTION = 0.2  # keep a shape only if >= 20% of it is still visible ...
 MIN_VISIBLE_PIXELS = 10     # ... and at least 10 pixels
@@ -112,19 +115,20 @@ def visible_masks(full_masks: np.ndarray) -> np.ndarray:
 
 def render_shapes(shapes: list[Shape], background: np.ndarray,
                   min_visible_fraction: float = MIN_VISIBLE_FRACTION,
-                  min_visible_pixels: int = MIN_VISIBLE_PIXELS):
+                  min_visible_pixels: int = MIN_VISIBLE_PIXELS, rasterise=shape_mask):
     """Paint shapes in order onto background (H, W, 3) float.
 
     Returns (image (H, W, 3) float32, masks (K, H, W) bool, kept: list[Shape]).
     A shape whose visible area is < min_visible_fraction of its full area or
     < min_visible_pixels is removed from the scene (not painted, not annotated):
     a sliver with no label would teach the network that objects can be background.
+    rasterise(shape, height, width) -> (H, W) bool draws one shape (default: `shape_mask`).
     """
     if background.ndim != 3 or background.shape[2] != 3:
         raise ValueError(f"background must be (H, W, 3), got shape {background.shape}")
     height, width = background.shape[:2]
     kept = list(shapes)
-    full = np.stack([shape_mask(s, height, width) for s in kept]) if kept else \
+    full = np.stack([rasterise(s, height, width) for s in kept]) if kept else \
         np.zeros((0, height, width), dtype=bool)  # (N, H, W)
     while True:
         visible = visible_masks(full)  # (N, H, W)

@@ -6,7 +6,7 @@ the flip). The image, its boxes and its masks must flip together, or the targets
 describing the picture. Resizing to the model's input size and normalising happen inside the
 model (mrcnn_teach.transform.ImageTransform), as in torchvision, so they are not here.
 
-A flip alone teaches nothing about size: a model trained on 10-60 px objects misses 90 px ones.
+A flip alone teaches nothing about size: a model trained on shapes drawn 12-48 px misses 90 px ones.
 Large-scale jitter (Ghiasi et al. 2021, "Simple Copy-Paste", Sec. 3; torchvision's newer recipes)
 resizes each training image by a random factor and then crops or pads it back to a fixed size, so
 the objects change size while the model's input does not (`scale_jitter`, `RandomScaleJitter`).
