@@ -54,6 +54,8 @@ def main(argv=None):
                         f"(default: the cached recipe, {pretrained.DEFAULT_STEPS} steps)")
     parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="change a TrainConfig field of the recipe (a variant; not the cache)")
+    parser.add_argument("--cache", help="train into this (empty) cache folder and keep the model there, "
+                        "e.g. .cache/models for the notebooks (default: a temporary folder)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -71,7 +73,9 @@ def main(argv=None):
             model.eval()
             log = Path(tmp) / "run" / "log.jsonl"
         else:
-            os.environ["MRCNN_TEACH_CACHE"] = tmp  # an empty cache: the call trains, as on a fresh clone
+            os.environ["MRCNN_TEACH_CACHE"] = args.cache or tmp  # empty: the call trains, as on a fresh clone
+            if pretrained.checkpoint_path().exists():
+                parser.error(f"{pretrained.checkpoint_path()} exists: the cache must not hold the model yet")
             model = pretrained.trained_shapes_model()
             log = pretrained.checkpoint_path().with_suffix(".log.jsonl")
         seconds = time.perf_counter() - start

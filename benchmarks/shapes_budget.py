@@ -10,9 +10,8 @@ only in object size (side, or a circle's diameter, in pixels of the 128-px image
 - "0.5x-2x sizes": 6-96 px, half the smallest to twice the largest training size, where a
   model that has only ever seen 12-48 px objects shows whether it learned shapes or sizes.
 
-Targets (issue 9): within 10 minutes of training on a 2-core CPU, mask AP50 >= 0.95 and mask AP
-(COCO, IoU 0.50:0.95) >= 0.75 in-distribution, and mask AP50 >= 0.90 and AP >= 0.60 on the
-0.5x-2x set. Evaluation time is not counted in the budget. `--set` changes TrainConfig fields
+Targets (issue 13): within 10 minutes of training on a 2-core CPU, mask AP50 >= 0.95 and mask AP
+(COCO, IoU 0.50:0.95) >= 0.75 in-distribution, and mask AP50 >= 0.85 on the 0.5x-2x set. Evaluation time is not counted in the budget. `--set` changes TrainConfig fields
 (e.g. `--set scale_jitter=None` for the recipe without scale augmentation). Prints both COCO
 tables and whether each target is met; writes budget.json in --out. `--train-size-range 6 96` draws
 the *training* shapes from the 0.5x-2x range too: not an augmentation (it trains on the test
@@ -42,7 +41,7 @@ from mrcnn_teach.train import TrainConfig, build_datasets, get_train_config, tra
 WIDE_SIZE_RANGE = (6.0, 96.0)  # 0.5x the smallest and 2x the largest training size (12-48 px)
 TARGETS = {  # (set, iou type, metric) -> minimum
     ("in-distribution", "segm", "AP50"): 0.95, ("in-distribution", "segm", "AP"): 0.75,
-    ("0.5x-2x sizes", "segm", "AP50"): 0.90, ("0.5x-2x sizes", "segm", "AP"): 0.60,
+    ("0.5x-2x sizes", "segm", "AP50"): 0.85,
 }
 
 
@@ -108,7 +107,8 @@ def main(argv=None) -> int:
         print(f"{name:>15}: {kind} {metric:<4} = {value:.3f}  (target >= {target:.2f}: {'met' if met else 'NOT met'})")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "budget.json"), "w") as f:
-        json.dump({"machine": machine, "minutes": minutes, "steps": steps, "checkpoint": str(checkpoint),
+        json.dump({"command": " ".join(["python benchmarks/shapes_budget.py", *(argv if argv is not None else sys.argv[1:])]),
+                   "date": time.strftime("%Y-%m-%d"), "machine": machine, "minutes": minutes, "steps": steps, "checkpoint": str(checkpoint),
                    "scale_jitter": cfg.scale_jitter, "train_size_range": args.train_size_range,
                    "metrics": metrics, "targets_met": ok}, f, indent=2)
     return 0 if ok else 1
