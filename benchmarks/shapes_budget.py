@@ -2,6 +2,7 @@
 
     python benchmarks/shapes_budget.py [--minutes 10] [--out runs/shapes_budget] [--set KEY=VALUE ...]
     python benchmarks/shapes_budget.py --checkpoint runs/demo/checkpoint.pt   # score a trained run only
+    python benchmarks/shapes_budget.py --steps 1500   # a budget in steps: what 10 minutes buy on a faster day
     python benchmarks/shapes_budget.py --train-size-range 6 96 --set scale_jitter=None   # the ceiling
 
 Both held-out sets have 100 images drawn with the validation seed (the same scenes), and differ
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                         help="a TrainConfig field, e.g. --set scale_jitter=None")
+    parser.add_argument("--steps", type=int, help="train this many steps instead of --minutes, the schedule fitted "
+                        "to them (a budget that does not move with the machine's speed)")
     parser.add_argument("--checkpoint", help="score this trained run instead of training one")
     parser.add_argument("--train-size-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                         help="draw the training shapes with this size range (default: 12 48)")
@@ -82,7 +85,12 @@ def main(argv=None) -> int:
         cfg = TrainConfig.from_dict(ckpt["train_config"])
         steps, minutes, checkpoint = ckpt["step"], cfg.max_minutes, args.checkpoint
     else:
-        cfg = get_train_config("shapes_tiny", max_minutes=args.minutes, device=args.device, **dict(args.set))
+        budget = dict(max_minutes=args.minutes)
+        if args.steps:  # whole epochs for the schedule (milestones at 75% / 90% of them), stop at exactly --steps
+            preset = get_train_config("shapes_tiny")
+            per_epoch = preset.train_images // preset.batch_size
+            budget = dict(max_minutes=None, max_steps=args.steps, epochs=-(-args.steps // per_epoch))
+        cfg = get_train_config("shapes_tiny", device=args.device, **{**budget, **dict(args.set)})
         start = time.perf_counter()
         with mock.patch("mrcnn_teach.train.build_datasets", training_shapes(args.train_size_range)):
             result = train(cfg, args.out, overwrite=True, evaluate=False)
@@ -97,7 +105,8 @@ def main(argv=None) -> int:
         print(f"--- {name} ({len(dataset)} images, object sizes {dataset.size_range[0]:g}-{dataset.size_range[1]:g} px)")
         print(format_metrics(metrics[name]))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    print(f"machine: {machine}; trained {steps} steps in {minutes:.1f} min; scale_jitter={cfg.scale_jitter}"
+    took = f" in {minutes:.1f} min" if minutes is not None else ""  # a checkpoint of a step budget has no minutes
+    print(f"machine: {machine}; trained {steps} steps{took}; scale_jitter={cfg.scale_jitter}"
           + (f"; training shapes {args.train_size_range}" if args.train_size_range else ""))
     ok = True
     for (name, kind, metric), target in TARGETS.items():
