@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
-from mrcnn_teach.anchors import AnchorGenerator
-from mrcnn_teach.boxes import box_iou
+from mrcnn_teach.anchors import anchor_coverage
 from mrcnn_teach.configs import get_config
 from mrcnn_teach.datasets import ShapesDataset
 
-IMAGE_SIZE = 128
-FEATURE_SIZES = [(IMAGE_SIZE // s, IMAGE_SIZE // s) for s in (4, 8, 16, 32, 64)]  # P2..P6 of a 128-px image
+IMAGE_SIZE = 128  # P2..P6 of a 128-px image: 32, 16, 8, 4, 2 positions a side
 RATIOS3 = ((0.5, 1.0, 2.0),) * 5
 R2 = 2 ** 0.5
 
@@ -71,23 +68,17 @@ def gt_boxes(num_images: int, seed: int, size_range=None) -> torch.Tensor:
 
 def fit(boxes: torch.Tensor, sizes, ratios) -> dict:
     """How the anchors of one design fit boxes (G, 4): coverage, best IoU, best level, anchor counts."""
-    generator = AnchorGenerator(sizes, ratios)
-    anchors = generator((IMAGE_SIZE, IMAGE_SIZE), FEATURE_SIZES)  # (A, 4)
-    per_level = [h * w * k for (h, w), k in zip(FEATURE_SIZES, generator.num_anchors_per_location())]
-    level_of = torch.repeat_interleave(torch.arange(5), torch.tensor(per_level))  # (A,) level index per anchor
-    iou = box_iou(boxes, anchors)  # (G, A)
-    best, best_anchor = iou.max(dim=1)  # (G,), (G,)
-    best_level = level_of[best_anchor]  # (G,)
-    positive = (iou >= 0.7).any(dim=0)  # (A,) anchors positive for some GT in some image (boxes pooled)
+    fit = anchor_coverage(boxes, sizes, ratios, (IMAGE_SIZE, IMAGE_SIZE), threshold=0.7)
+    best, best_level = fit.best_iou, fit.best_level  # (G,), (G,)
     return {
-        "anchors": int(anchors.shape[0]),
-        "anchors_per_level": per_level,
-        "covered_0.7": float((best >= 0.7).float().mean()),
+        "anchors": fit.num_anchors,
+        "anchors_per_level": fit.anchors_per_level,
+        "covered_0.7": fit.covered,
         "covered_0.5": float((best >= 0.5).float().mean()),
         "median_best_iou": float(best.median()),
         "best_level_share": [float((best_level == l).float().mean()) for l in range(5)],
         "levels_never_best": [f"P{l + 2}" for l in range(5) if not (best_level == l).any()],
-        "anchors_ever_positive_per_level": [int(positive[level_of == l].sum()) for l in range(5)],
+        "anchors_ever_positive_per_level": fit.positive_per_level,  # boxes of all images pooled
     }
 
 

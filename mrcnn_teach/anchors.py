@@ -13,10 +13,19 @@ Two steps, both vectorised:
 
 Numerically equal to torchvision.models.detection.anchor_utils.AnchorGenerator, including its
 rounding of the cell anchors to whole pixels and its stride rule stride = H // h (integer division).
+
+`anchor_coverage` measures how well a design (sizes and ratios per level) fits a set of GT boxes:
+each box's best-anchor IoU, the measurement behind shapes_tiny's anchors (benchmarks/anchor_design.py,
+notebook 03).
 """
 
+import math
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from .boxes import box_iou
 
 DEFAULT_SIZES = ((32,), (64,), (128,), (256,), (512,))  # FPN Sec. 4.1: one size per level P2..P6
 DEFAULT_ASPECT_RATIOS = ((0.5, 1.0, 2.0),) * 5  # height / width
@@ -105,3 +114,61 @@ class AnchorGenerator(nn.Module):
 
     def extra_repr(self):
         return f"sizes={self.sizes}, aspect_ratios={self.aspect_ratios}"
+
+
+@dataclass(frozen=True)
+class AnchorCoverage:
+    """How the anchors of one design fit a set of G ground-truth boxes (the result of `anchor_coverage`)."""
+
+    best_iou: Tensor  # (G,) each GT box's IoU with its best anchor
+    best_level: Tensor  # (G,) int64: the level of that anchor, 0 = P2
+    anchors_per_level: list[int]  # [h_l * w_l * k_l] for P2..P6
+    positive_per_level: list[int]  # anchors with IoU >= threshold with at least one of the boxes, per level
+    threshold: float  # the RPN's positive threshold (0.7, Faster R-CNN Sec. 3.1.2)
+
+    @property
+    def num_anchors(self) -> int:
+        """A, the anchors of one image: the cost of the design."""
+        return sum(self.anchors_per_level)
+
+    @property
+    def covered(self) -> float:
+        """Share of GT boxes whose best anchor reaches the threshold: positive without the low-quality rule."""
+        return float((self.best_iou >= self.threshold).float().mean())
+
+
+def anchor_coverage(boxes: Tensor, sizes, aspect_ratios, image_size=(128, 128), threshold: float = 0.7,
+                    chunk: int = 512) -> AnchorCoverage:
+    """Best-anchor IoU of every GT box (G, 4), x1y1x2y2 in pixels of a padded image of image_size (H, W),
+    against the anchors of `sizes` / `aspect_ratios` (one tuple per level P2..P6) on that image.
+
+    Level P_l has ceil(H / 2^l) x ceil(W / 2^l) positions, as the ResNet-FPN makes them. Every image of
+    the same padded size has the same anchors, so the boxes of many images can be pooled in one call
+    (positive_per_level then counts anchors positive for a box of any of them). Boxes are matched
+    `chunk` at a time, so the IoU matrix never holds more than chunk x A values.
+    """
+    if boxes.dim() != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"anchor_coverage: boxes must be (G, 4) x1y1x2y2, got shape {tuple(boxes.shape)}")
+    if boxes.shape[0] == 0:
+        raise ValueError("anchor_coverage: no GT boxes to measure")
+    generator = AnchorGenerator(sizes, aspect_ratios)
+    H, W = int(image_size[0]), int(image_size[1])
+    levels = len(generator.sizes)
+    feature_sizes = [(math.ceil(H / 2 ** (l + 2)), math.ceil(W / 2 ** (l + 2))) for l in range(levels)]  # P2..
+    anchors = generator((H, W), feature_sizes)  # (A, 4)
+    per_level = [h * w * k for (h, w), k in zip(feature_sizes, generator.num_anchors_per_location())]
+    level_of = torch.repeat_interleave(torch.arange(levels), torch.tensor(per_level))  # (A,) level of each anchor
+    best_iou, best_anchor, positive = [], [], torch.zeros(anchors.shape[0], dtype=torch.bool)  # positive (A,)
+    for part in boxes.to(anchors).split(chunk):  # (<= chunk, 4)
+        iou = box_iou(part, anchors)  # (g, A)
+        best, index = iou.max(dim=1)  # (g,), (g,)
+        best_iou.append(best)
+        best_anchor.append(index)
+        positive |= (iou >= threshold).any(dim=0)  # (A,)
+    return AnchorCoverage(
+        best_iou=torch.cat(best_iou),  # (G,)
+        best_level=level_of[torch.cat(best_anchor)],  # (G,)
+        anchors_per_level=per_level,
+        positive_per_level=[int(positive[level_of == l].sum()) for l in range(levels)],
+        threshold=threshold,
+    )

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .norm import norm_layer
+from .norm import freeze_batchnorm, norm_layer
 
 # depth -> (block type, number of blocks in res2..res5); ResNet Table 1.
 RESNET_SPECS = {
@@ -68,13 +68,30 @@ def make_stage(block, in_channels, planes, num_blocks, stride, make_norm):
     return nn.Sequential(*blocks)
 
 
+def freeze_stages(body, trainable_layers):
+    """Train only the last `trainable_layers` of (stem, res2, res3, res4, res5); freeze the others.
+
+    Frozen means: no gradient for the stage's parameters (as torchvision's _resnet_fpn_extractor does,
+    stage for stage), and no BatchNorm left in it that would still normalise with batch statistics
+    and update its running averages in train mode (freeze_batchnorm; a no-op for frozen_bn and gn).
+    Why freeze the stem and res2 when fine-tuning (Fast R-CNN Sec. 4.5): the first layers are generic,
+    and their activations, the largest of the network, need no storing for the backward pass.
+    """
+    for i, name in enumerate(STAGE_NAMES):
+        stage = getattr(body, name)
+        trained = i >= len(STAGE_NAMES) - trainable_layers
+        stage.requires_grad_(trained)
+        if not trained:
+            freeze_batchnorm(stage)
+    return body
+
+
 class ResNetBody(nn.Module):
     """ResNet-{18,34,50,101} without its classifier, returning [C2, C3, C4, C5].
 
     norm: "frozen_bn" (pretrained weights), "bn" or "gn" (training from scratch); see norm.py.
-    trainable_layers k in 0..5: only the last k of (stem, res2, res3, res4, res5) are trained.
-    Early stages compute generic edges and textures that ImageNet already taught well, so Mask R-CNN
-    fine-tunes from res3 on (torchvision's default k = 3), which also saves memory.
+    trainable_layers k in 0..5: only the last k of (stem, res2, res3, res4, res5) are trained (see
+    freeze_stages). Fine-tuning from ImageNet, torchvision and Detectron train from res3 on (k = 3).
     """
 
     def __init__(self, depth=50, norm="frozen_bn", trainable_layers=3):
@@ -103,8 +120,7 @@ class ResNetBody(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-        for i, name in enumerate(STAGE_NAMES):
-            getattr(self, name).requires_grad_(i >= len(STAGE_NAMES) - trainable_layers)
+        freeze_stages(self, trainable_layers)
         self.trainable_layers = trainable_layers
 
     def forward(self, images):

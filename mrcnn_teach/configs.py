@@ -80,9 +80,10 @@ SHAPES_TINY: dict[str, Any] = {
     # backward (the costliest op of a CPU step) scales with the RoI count (0.70 -> 0.55 s/step).
     "box_batch_size_per_image": 64, "box_positive_fraction": 0.25,
     "box_detections_per_img": 20,
-    # Heads for training from scratch ("Rethinking ImageNet Pre-training", He et al. 2018): a
-    # 4conv1fc box head and GroupNorm after every head conv. Narrow convs (32) keep them cheap; the
-    # classifier gets a 1024-d representation (square vs circle vs triangle is the hard part).
+    # Heads for training from scratch: GroupNorm after every head conv (He et al. 2018, "Rethinking
+    # ImageNet Pre-training", Sec. 3.1) and the 4conv1fc box head of Detectron's GN models (Wu & He
+    # 2018, Group Normalization). Narrow convs (32) keep them cheap; the classifier gets a 1024-d
+    # representation (square vs circle vs triangle is the hard part).
     # On the shapes budget this lifted mask AP50 from 0.86 to 0.92 (benchmarks/README.md).
     "box_head": "4conv1fc", "box_head_conv_channels": (32, 32, 32, 32), "head_norm": "gn",
     "representation_size": 1024, "mask_head_channels": (32, 32, 32, 32), "mask_dim_reduced": 32,

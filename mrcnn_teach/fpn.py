@@ -14,6 +14,7 @@ for an input whose side is not a multiple of 32 the coarser map doubled is one p
 (e.g. C4 is 7 wide but C5 = 4 doubled is 8).
 """
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -58,6 +59,24 @@ class FPN(nn.Module):
         # P6: kernel 1, stride 2 = keep every other pixel of P5 (FPN Sec. 4.1; torchvision's LastLevelMaxPool).
         P6 = F.max_pool2d(outputs[-1], kernel_size=1, stride=2)  # (B, d, ceil(h5/2), ceil(w5/2))
         return outputs + [P6]  # [P2, P3, P4, P5, P6]
+
+
+def merged_maps(fpn: FPN, features) -> list:
+    """The merged maps [M2..M5] that `fpn(features)` hands to its 3x3 output convs (P_l = output[l](M_l)).
+
+    Caught with forward pre-hooks on the output convs, so they are exactly what FPN.forward computed,
+    not a re-implementation. No gradients: for looking at, as notebook 02 does.
+    """
+    caught = {}
+    hooks = [conv.register_forward_pre_hook(lambda module, inputs, i=i: caught.__setitem__(i, inputs[0]))
+             for i, conv in enumerate(fpn.output)]
+    try:
+        with torch.no_grad():
+            fpn(features)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [caught[i] for i in range(len(fpn.output))]  # [(B, d, h_l, w_l)]
 
 
 class BackboneWithFPN(nn.Module):

@@ -22,9 +22,10 @@ class FrozenBatchNorm2d(nn.Module):
     state dict loads unchanged (its `num_batches_tracked` entries are dropped).
 
     Use it for PRETRAINED weights only. Built fresh, the buffers are the identity (mean 0, var 1,
-    gamma 1, beta 0) and stay that way forever: the network then has no normalisation at all and
-    cannot learn any scale per channel, which cripples training from scratch. Use norm="bn" or
-    norm="gn" for that.
+    gamma 1, beta 0) and stay that way forever: the network then has no normalisation at all. The
+    convs can still learn any scale, but from the standard initialisation the activations and
+    gradients of an unnormalised ResNet grow with depth (notebook 01, section 7.2), which makes
+    training from scratch hard. Use norm="bn" or norm="gn" for that.
     """
 
     def __init__(self, num_features, eps=1e-5):
@@ -51,6 +52,31 @@ class FrozenBatchNorm2d(nn.Module):
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}"
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every nn.BatchNorm2d inside `module` by a FrozenBatchNorm2d with its current statistics.
+
+    Setting requires_grad=False does not freeze a BatchNorm layer: in train mode it still normalises
+    with the batch's statistics and updates its running averages. Detectron2 converts the BatchNorm
+    layers of its frozen stages the same way (CNNBlockBase.freeze). Returns `module`, changed in place.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            like = child.weight if child.affine else child.running_mean  # on the layer's device, in its dtype
+            if like is not None:
+                frozen = frozen.to(device=like.device, dtype=like.dtype)
+            if child.affine:
+                frozen.weight.copy_(child.weight.detach())
+                frozen.bias.copy_(child.bias.detach())
+            if child.track_running_stats:
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
 
 
 def _group_norm(num_channels):

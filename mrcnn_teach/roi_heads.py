@@ -193,7 +193,7 @@ class RoIHeads(nn.Module):
         """Scores and boxes for every (proposal, class) pair -> per image boxes (D, 4), scores (D,), labels (D,).
 
         Each proposal yields K candidates, one per foreground class, with that class's softmax score and
-        its own refined box (class-specific regression, Fast R-CNN Sec. 2.2). NMS runs per class, so a
+        its own refined box (class-specific regression, Fast R-CNN Sec. 2.3). NMS runs per class, so a
         person box cannot suppress the horse it rides on.
         """
         num_classes = class_logits.shape[1]
@@ -241,7 +241,7 @@ class RoIHeads(nn.Module):
 
     # ------------------------------------------------------------------------------------ shared
     def box_logits(self, features, rois, image_sizes) -> tuple[Tensor, Tensor]:
-        """Box branch: RoIAlign 7x7 -> 2 fc -> (N, K+1) class logits, (N, (K+1)*4) deltas."""
+        """Box branch: RoIAlign 7x7 -> box head (2fc or 4conv1fc) -> (N, K+1) class logits, (N, (K+1)*4) deltas."""
         x = self.box_roi_align(features, rois, image_sizes)  # (N, C, 7, 7)
         x = self.box_head(x)  # (N, 1024)
         return self.box_predictor(x)
@@ -249,7 +249,7 @@ class RoIHeads(nn.Module):
     def mask_logits(self, features, rois, image_sizes) -> Tensor:
         """Mask branch: RoIAlign 14x14 -> 4 convs -> deconv -> (N, K+1, 28, 28) logits."""
         x = self.mask_roi_align(features, rois, image_sizes)  # (N, C, 14, 14)
-        x = self.mask_head(x)  # (N, 256, 14, 14)
+        x = self.mask_head(x)  # (N, C_mask, 14, 14): 256 in resnet50_fpn, 32 in shapes_tiny
         return self.mask_predictor(x)  # (N, K+1, 28, 28)
 
     def forward(self, features: list[Tensor], proposals: list[Tensor], image_sizes: list[tuple[int, int]],

@@ -33,6 +33,11 @@ __all__ = [
     "show_mask_grid",
     "read_log",
     "plot_losses",
+    "draw_fpn_diagram",
+    "draw_feature_grid",
+    "draw_rect",
+    "roi_sample_points",
+    "draw_roi_samples",
 ]
 
 # matplotlib's tab10 palette: ten colours that are easy to tell apart. Class k always gets the same
@@ -262,3 +267,141 @@ def plot_losses(log_path_or_records, log_scale: bool = False, ax=None):
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def draw_fpn_diagram(in_channels: Sequence[int] = (256, 512, 1024, 2048), d: int = 256, ax=None):
+    """The Feature Pyramid Network as FPN Fig. 3 draws it, with the names the library uses.
+
+    Bottom-up C2..C5 (blue), a 1x1 lateral per level into the merged maps M2..M5 (orange), the
+    top-down path (M_{l+1} upsampled x2, nearest neighbour, added at level l), a 3x3 output conv
+    per level (green) and P6 = P5 subsampled by 2. Squares shrink with the level, not to scale.
+    in_channels: the widths of C2..C5; d: the FPN width. Returns the Figure.
+    """
+    from matplotlib.patches import Circle, FancyArrowPatch, Rectangle
+
+    if len(in_channels) != 4:
+        raise ValueError(f"draw_fpn_diagram: expected the widths of C2..C5 (4 ints), got {in_channels!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 7.2), layout="constrained")
+    up, top, out = (to_rgb(c) for c in ("C0", "C1", "C2"))  # bottom-up, top-down, outputs
+    x_c, x_plus, x_m, x_p = 2.0, 5.1, 6.2, 9.6
+    ys = [1.0 + 2.0 * i for i in range(4)]  # the rows of levels 2..5
+    sides = [1.3 * 0.72**i for i in range(4)]
+
+    def square(x, y, s, color, label=None, where="left"):
+        ax.add_patch(Rectangle((x - s / 2, y - s / 2), s, s, facecolor=color, alpha=0.35, edgecolor=color, lw=1.5))
+        if label:
+            dx = -(s / 2 + 0.15) if where == "left" else s / 2 + 0.15
+            ax.text(x + dx, y, label, ha="right" if where == "left" else "left", va="center", fontsize=9)
+
+    def arrow(a, b, color, label=None, shift=(0.0, 0.0)):
+        ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=12, color=color, lw=1.4))
+        if label:
+            ax.text((a[0] + b[0]) / 2 + shift[0], (a[1] + b[1]) / 2 + shift[1], label, ha="center", va="center",
+                    fontsize=8.5, color=color, bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
+
+    ax.add_patch(Rectangle((x_c - 0.8, -1.6), 1.6, 1.0, facecolor="0.85", edgecolor="0.4"))
+    ax.text(x_c, -1.1, "image", ha="center", va="center", fontsize=9)
+    arrow((x_c, -0.6), (x_c, ys[0] - sides[0] / 2), up)
+    for i, (y, s, c) in enumerate(zip(ys, sides, in_channels)):
+        level = i + 2
+        square(x_c, y, s, up, f"C{level}: {c} ch.\nstride {2**level}")
+        if i < 3:
+            arrow((x_c, y + s / 2), (x_c, ys[i + 1] - sides[i + 1] / 2), up)
+            ax.add_patch(Circle((x_plus, y), 0.17, facecolor="white", edgecolor=top, lw=1.4))
+            ax.text(x_plus, y, "+", ha="center", va="center", fontsize=11, color=top)
+            arrow((x_c + s / 2, y), (x_plus - 0.17, y), up, "1×1 conv", (0, 0.22))
+            arrow((x_plus + 0.17, y), (x_m - s / 2, y), top)
+            # top-down: M_{l+1} upsampled x2 and added at level l
+            arrow((x_m - sides[i + 1] / 2, ys[i + 1] - sides[i + 1] / 2), (x_plus, y + 0.17), top, "×2 up (nearest)")
+        else:
+            arrow((x_c + s / 2, y), (x_m - s / 2, y), up, "1×1 conv", (-0.5, 0.22))
+        square(x_m, y, s, top)
+        ax.text(x_m, y, f"M{level}", ha="center", va="center", fontsize=9)
+        arrow((x_m + s / 2, y), (x_p - s / 2, y), out, "3×3 conv", (0, 0.22))
+        square(x_p, y, s, out, f"P{level}: {d} ch.", where="right")
+    s6 = sides[3] * 0.72
+    square(x_p, ys[3] + 1.7, s6, out, f"P6: {d} ch.\n(RPN only)", where="right")
+    arrow((x_p, ys[3] + sides[3] / 2), (x_p, ys[3] + 1.7 - s6 / 2), out, "subsample ×2", (-0.85, 0))
+    ax.text(x_c, ys[3] + 1.7, "bottom-up\n(ResNet)", ha="center", va="center", fontsize=10, color=up, weight="bold")
+    ax.text(x_m, ys[3] + 1.7, "top-down", ha="center", va="center", fontsize=10, color=top, weight="bold")
+    ax.set_xlim(0.0, 11.6)
+    ax.set_ylim(-1.8, ys[3] + 2.5)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    return ax.figure
+
+
+def draw_feature_grid(ax, feature, title: str, vmax: float = 2.5, cmap: str = "coolwarm", values: bool = True,
+                      points: bool = False, bold=()):
+    """A 2-D feature map (H, W) as RoIAlign sees it with aligned=False: cell (i, j) is centred on the point (x=j, y=i).
+
+    values: write each value in its cell (in bold for the (i, j) listed in `bold`); points: mark each
+    cell's point with a +, and then write the values just below it. Returns the image, for a colour bar.
+    """
+    feature = _as_numpy(feature)
+    if feature.ndim != 2:
+        raise ValueError(f"draw_feature_grid: expected a 2-D map (H, W), got shape {feature.shape}")
+    im = ax.imshow(feature, cmap=cmap, vmin=-vmax, vmax=vmax)
+    for (i, j), v in np.ndenumerate(feature):
+        if values:
+            ax.text(j, i + (0.3 if points else 0), f"{v:.2f}", ha="center", va="center", fontsize=7.5,
+                    fontweight="bold" if (i, j) in bold else "normal")
+        if points:
+            ax.plot(j, i, marker="+", color="black", markersize=6)
+    ax.set_xticks(range(feature.shape[1]))
+    ax.set_yticks(range(feature.shape[0]))
+    ax.set_xlabel("x (feature cells)")
+    ax.set_ylabel("y (feature cells)")
+    ax.set_title(title)
+    return im
+
+
+def draw_rect(ax, x1: float, y1: float, x2: float, y2: float, **style):
+    """An unfilled rectangle from (x1, y1) to (x2, y2), in the axes' data coordinates; style goes to Rectangle."""
+    from matplotlib.patches import Rectangle
+
+    return ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, **style))
+
+
+def roi_sample_points(rois, spatial_scale: float, pooled: int, sampling_ratio: int, aligned: bool = False):
+    """RoIAlign's sample points of the first RoI of rois (K, 5), from roi_ops' own helpers.
+
+    -> xs (P, G), ys (P, G) in feature cells (row p = the samples of bin p), and the box
+    (x1, y1, x2, y2) in feature cells as RoIAlign uses it.
+    """
+    from . import roi_ops
+
+    _, sx, sy, w, h = roi_ops._roi_geometry(rois[:1], spatial_scale, aligned)  # (1,) x4
+    gh, gw = roi_ops._sampling_grid(h, w, pooled, pooled, sampling_ratio)  # (1,), (1,)
+    xs, _ = roi_ops._sample_positions(sx, w, pooled, gw, int(gw.max()))  # (1, P, G)
+    ys, _ = roi_ops._sample_positions(sy, h, pooled, gh, int(gh.max()))  # (1, P, G)
+    return xs[0], ys[0], (sx.item(), sy.item(), sx.item() + w.item(), sy.item() + h.item())
+
+
+def draw_roi_samples(ax, feature, rois, spatial_scale: float, pooled: int, sampling_ratio: int, title: str,
+                     values: bool = True, vmax: float = 2.5, taps: bool = True):
+    """A feature map (H, W) with the first RoI's exact box, its bin edges (dotted) and RoIAlign's sample points.
+
+    taps: join the first sample to the four cells it reads. Returns the image, for a colour bar.
+    """
+    im = draw_feature_grid(ax, feature, title, vmax=vmax, values=values, points=values)
+    xs, ys, (bx1, by1, bx2, by2) = roi_sample_points(rois, spatial_scale, pooled, sampling_ratio)
+    draw_rect(ax, bx1, by1, bx2, by2, color="black", linewidth=2, label="exact box")
+    for k in range(1, pooled):  # the exact bin edges, inside the box
+        ex, ey = bx1 + k * (bx2 - bx1) / pooled, by1 + k * (by2 - by1) / pooled
+        ax.plot([ex, ex], [by1, by2], color="black", linestyle=":", linewidth=1.2)
+        ax.plot([bx1, bx2], [ey, ey], color="black", linestyle=":", linewidth=1.2)
+    gx, gy = np.meshgrid(xs.flatten().numpy(), ys.flatten().numpy())
+    per_bin = gx.size // pooled**2
+    ax.scatter(gx, gy, s=30, color="gold", edgecolor="black", zorder=3,
+               label=f"{per_bin} sample{'s' if per_bin > 1 else ''} per bin")
+    if taps:
+        x0, y0 = xs[0, 0].item(), ys[0, 0].item()
+        for i in (int(np.floor(y0)), int(np.floor(y0)) + 1):
+            for j in (int(np.floor(x0)), int(np.floor(x0)) + 1):
+                ax.plot([x0, j], [y0, i], color="dimgray", linewidth=1.2)
+    height, width = _as_numpy(feature).shape
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    return im

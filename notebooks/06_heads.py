@@ -16,14 +16,30 @@
 #   at most 25% positives, and the (10, 10, 5, 5) scaling of the box targets;
 # - the mask head (four 3×3 convs, a 2× deconvolution, one 28×28 mask per class) and its targets,
 #   the GT mask cropped by the RoI and resampled to 28×28;
-# - three loose spots in the seed texts: 81 vs 91 classes, background box deltas, and "(B, 256, 7, 7)".
+# - at inference: the mask branch runs on the final detections and reads the predicted class's mask;
+# - three common mistakes: "(B, 256, 7, 7)", 81 vs 91 classes, and what the background's box deltas learn.
 #
 # **Builds on:** [02 — FPN](02_fpn.ipynb) (the levels P2–P5),
 # [04 — The Region Proposal Network](04_rpn.ipynb) (the proposals),
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (cutting fixed-size features out of a box).
 #
-# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 3 minutes; later notebooks load it in a second.
+# **Run time:** about 20 s on a 2-core CPU (measured 19 s; 2.5 minutes when other jobs share it); the first notebook you run
+# also trains the shared shapes model once (minutes); later notebooks load it in a second.
+
+# %%
+# On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
+# Anywhere else (a clone after `make install`, Binder) this cell does nothing.
+import importlib.util
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("mrcnn_teach") is None:
+    import subprocess
+    from importlib.metadata import version
+
+    keep = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]  # e.g. torch==2.8.0+cu126
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "mrcnn_teach @ git+https://github.com/mrcnn-teach/mrcnn_teach", *keep], check=True)
+    importlib.invalidate_caches()
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes
@@ -44,7 +60,8 @@ from mrcnn_teach.pretrained import trained_shapes_model
 from mrcnn_teach.visualize import class_color, draw_boxes, to_numpy_image
 
 # %% [markdown]
-# We work with the trained shapes model (500 steps on the built-in shapes data) and its held-out images.
+# We work with the trained shapes model (trained on the built-in shapes data; notebook 09 shows how) and
+# its held-out images.
 # Its configuration, `model.config`, is plain data: every number this notebook quotes for the small
 # model comes from there, beside the paper's value in `get_config("resnet50_fpn")`.
 
@@ -93,9 +110,9 @@ for side, unclamped, level in zip(sides, torch.log2(sides.double() / 224) + 4, l
 
 # %% [markdown]
 # Now the real proposals of the trained model on 50 held-out images: we run the backbone and the RPN
-# (eval mode keeps 100 proposals per image) and assign each proposal a level. The shapes are 12 to 64 px
-# across and the images only 128 px, so $\sqrt{wh}$ of a proposal is below 112 and we expect almost
-# **every proposal on P2**. For comparison we also assign the same boxes scaled by 800/128 — the size
+# (eval mode keeps 100 proposals per image) and assign each proposal a level. The images are only 128 px
+# and the shapes are drawn 12–48 px across, so $\sqrt{wh}$ of a proposal is far below 112 and we expect
+# almost **every proposal on P2**. For comparison we also assign the same boxes scaled by 800/128 — the size
 # they would have if the images were resized to 800 px, the short side COCO models train at
 # (`min_size` in the resnet50_fpn config).
 
@@ -118,6 +135,8 @@ print_shapes(P2=features[0], P3=features[1], P4=features[2], P5=features[3], P6=
              proposals=all_proposals, gt_boxes=all_gt)
 print("proposals per level P2..P5, 128-px images:", torch.bincount(proposal_levels, minlength=4).tolist())
 print("the same boxes at 800 px               :", torch.bincount(coco_levels, minlength=4).tolist())
+gt_side = torch.sqrt((all_gt[:, 2] - all_gt[:, 0]) * (all_gt[:, 3] - all_gt[:, 1]))  # (G,)
+print(f"GT boxes: sqrt(wh) from {gt_side.min():.0f} to {gt_side.max():.0f} px, median {gt_side.median():.0f}")
 
 
 # %%
@@ -144,12 +163,13 @@ ax1.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# On our data the heads read from P2 only: P3–P5 still serve the RPN (its anchors of 16–64 px live
-# there), but no RoI is pooled from them. That is not a bug. Eq. 1 was set for COCO images of 800 px,
+# On our data the heads read from P2 only: P3–P6 still serve the RPN (its larger anchors live there),
+# but no RoI is pooled from them. That is not a bug. Eq. 1 was set for COCO images of 800 px,
 # where the canonical 224-px RoI is a medium-sized object; our whole image is 128 px, barely more than
-# the 112 px at which P3 begins, and its objects are 12–64 px. Scaled to COCO's size the same boxes spread over P2–P4, as the right
-# panel shows. (If you wanted our heads to use the coarser levels too, you would lower `canonical_scale`
-# in proportion — exercise 1 lets you write the rule yourself.)
+# the 112 px at which P3 begins, and its largest GT box (printed above) is well below that. Scaled to
+# COCO's size the same boxes spread over P2–P4, as the right panel shows. (If you wanted our heads to use
+# the coarser levels too, you would lower `canonical_scale` in proportion — exercise 1 asks where the
+# boxes would then go.)
 #
 # ## 2. Pooling RoIs from the pyramid: (N, C, 7, 7), not (B, 256, 7, 7)
 #
@@ -161,12 +181,12 @@ plt.show()
 show_source(poolers.MultiLevelRoIAlign.forward)
 
 # %% [markdown]
-# **Erratum.** The seed text gives the RoIAlign output, the input of its detection head, as
-# "(B, 256, 7, 7)", B being the batch size; in another place it writes (N, 256, 7, 7) with N the RoIs of
-# the whole batch. The second is right. The first axis is not images, it is RoIs: all RoIs of all images,
-# stacked (the order of the per-image lists tells which image each came from). With 2 images and 100
-# proposals each we expect **(200, 64, 7, 7)** and **(200, 64, 14, 14)**, not (2, 64, 7, 7). (We write N
-# for the RoI count, since K is the number of classes here.)
+# **Common mistake: "(B, 256, 7, 7)".** Write-ups often give the RoIAlign output, the input of the
+# detection head, as (B, 256, 7, 7), B being the batch size. The first axis is not images, it is RoIs:
+# all RoIs of all images, stacked in order (the lengths of the per-image lists tell which image each
+# came from). With 2 images and 100 proposals each we expect **(200, 64, 7, 7)** and
+# **(200, 64, 14, 14)**, not (2, 64, 7, 7); and rows 100–199 should be exactly what pooling image 1
+# alone gives. (We write N for the RoI count, since K is the number of classes here.)
 
 # %%
 two_features = [P[:2] for P in features]  # the first 2 images: [P2..P6], each (2, 64, H_l, W_l)
@@ -176,7 +196,9 @@ with torch.no_grad():
     mask_features = model.roi_heads.mask_roi_align(two_features, rois, image_sizes[:2])  # (200, 64, 14, 14)
 N, C = sum(len(r) for r in rois), cfg["fpn_channels"]
 assert box_features.shape == (N, C, 7, 7) and mask_features.shape == (N, C, 14, 14)
-assert box_features.shape[0] != len(rois)  # the seed's B: the first axis counts RoIs, not images
+with torch.no_grad():
+    image1_alone = model.roi_heads.box_roi_align([P[1:2] for P in features], rois[1:], image_sizes[1:2])  # (100, 64, 7, 7)
+assert torch.allclose(box_features[len(rois[0]):], image1_alone, atol=1e-5)  # image 1's RoIs follow image 0's
 print_shapes(images=batch[:2], rois_per_image=rois, box_features=box_features, mask_features=mask_features)
 
 # %% [markdown]
@@ -184,34 +206,63 @@ print_shapes(images=batch[:2], rois_per_image=rois, box_features=box_features, m
 #
 # The paper's FPN box head ("2fc", FPN Sec. 4.2; Mask R-CNN Fig. 4 right) flattens the 7×7×C grid and
 # applies two fully connected layers of 1024, each with a ReLU. Our small model uses a different head:
-# **4conv1fc**, four 3×3 convolutions with GroupNorm and then one fully connected layer. It comes from
-# He, Girshick and Dollár, "Rethinking ImageNet Pre-training" (2018), who train detectors from scratch:
-# without a pre-trained backbone, convolutions (whose weights are shared across the 7×7 grid) and a
-# normalisation layer after each one make the head learn much faster. Our shapes model is trained from
-# scratch, so it takes their head (`box_head="4conv1fc"`, `head_norm="gn"` in the config).
+# **4conv1fc**, four 3×3 convolutions with GroupNorm and then one fully connected layer. Where it comes
+# from, and what the two papers usually cited for it say:
+#
+# - **Group Normalization** (Wu & He 2018), in its COCO experiments with Mask R-CNN: the GN models of
+#   Detectron's `projects/GN` "use a 4conv+1fc RoI box head", with GN in the FPN and both heads. The same
+#   page reports that the frozen-BN baseline with this head "performs similarly" to the default 2fc
+#   (38.8 vs 38.6 box AP, 34.4 vs 34.5 mask AP): the head by itself is no gain on COCO with pre-training.
+#   That page also trains such a GN model from scratch.
+# - **Rethinking ImageNet Pre-training** (He, Girshick & Dollár 2018) trains Mask R-CNN from random
+#   initialisation with GN (or SyncBN), and names normalisation (its Sec. 3.1) as what makes training
+#   from scratch work. It is the reference for the norm layers when training from scratch, not for the
+#   head's shape.
+#
+# Our shapes model is trained from scratch, so it uses both (`box_head="4conv1fc"`, `head_norm="gn"` in
+# the config). Whether the convolutions themselves help on our data is not measured here.
 
 # %%
 show_source(heads.BoxHead, heads.ConvFCBoxHead)
 
 # %% [markdown]
-# Both heads end in a vector of `representation_size` = 1024 per RoI. Their sizes are very different:
-# the 2fc head's first layer alone connects 7·7·256 = 12544 inputs to 1024 outputs. We build the paper's
-# head for C = 256 and the shapes head as configured (C = 64, convs of 32 channels), and count weights.
+# Both heads end in a vector of `representation_size` = 1024 per RoI. Which is bigger? Compare them at
+# the **same width**: C = 256 input channels and, for 4conv1fc, convs of 256 as in Detectron's GN models.
+# Work it out first. 2fc: 7·7·256·1024 + 1024 weights and biases in fc1, 1024·1024 + 1024 in fc2.
+# 4conv1fc: four 3×3 convs of 256 (9·256·256 weights each, plus the norm's 2·256) and then *one* fc with
+# the same 7·7·256 inputs as fc1. So we expect 4conv1fc to be the **larger** one, by four convs minus fc2.
+# Then the head our shapes model actually has, counted on `model.roi_heads.box_head`, against a 2fc head
+# on the same 64 channels.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-paper_box_head = heads.BoxHead(256, 7, 1024)  # resnet50_fpn: "2fc"
-tiny_box_head = heads.ConvFCBoxHead(64, 7, (32, 32, 32, 32), 1024, norm="gn")  # shapes_tiny: "4conv1fc"
+def n_params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+W = paper_cfg["fpn_channels"]  # 256: the paper's width
+two_fc = heads.BoxHead(W, 7, 1024)  # resnet50_fpn: "2fc"
+conv_fc = heads.ConvFCBoxHead(W, 7, (W,) * 4, 1024, norm="gn")  # "4conv1fc" at the same width
 with torch.no_grad():
-    v_paper = paper_box_head(torch.zeros(3, 256, 7, 7))  # (3, 1024)
-    v_tiny = tiny_box_head(torch.zeros(3, 64, 7, 7))  # (3, 1024)
-assert v_paper.shape == v_tiny.shape == (3, 1024)
-for name, head in (("2fc (resnet50_fpn)", paper_box_head), ("4conv1fc (shapes_tiny)", tiny_box_head)):
-    print(f"{name:<24} {sum(p.numel() for p in head.parameters()):>11,} parameters")
-    for child_name, child in head.named_children():
-        print(f"    {child_name:<8} {sum(p.numel() for p in child.parameters()):>11,}")
+    assert two_fc(torch.zeros(3, W, 7, 7)).shape == conv_fc(torch.zeros(3, W, 7, 7)).shape == (3, 1024)
+assert n_params(two_fc) == (7 * 7 * W * 1024 + 1024) + (1024 * 1024 + 1024)  # by hand, as above
+assert n_params(conv_fc) == 4 * (9 * W * W + 2 * W) + (7 * 7 * W * 1024 + 1024)  # no conv bias: the norm's shift
+ours = model.roi_heads.box_head  # shapes_tiny as trained: 4conv1fc on C = 64, convs of 32
+two_fc_64 = heads.BoxHead(C, 7, 1024)  # 2fc on the same 64 channels
+for name, head in (("2fc, C = 256", two_fc), ("4conv1fc, C = 256, convs 256", conv_fc),
+                   (f"4conv1fc, C = {C}, convs {cfg['box_head_conv_channels'][-1]} (ours)", ours),
+                   (f"2fc, C = {C}", two_fc_64)):
+    parts = "  ".join(f"{n} {n_params(c):,}" for n, c in head.named_children())
+    print(f"{name:<34} {n_params(head):>11,} parameters   ({parts})")
+print(f"at equal width 4conv1fc / 2fc = {n_params(conv_fc) / n_params(two_fc):.2f}; "
+      f"ours / 2fc on {C} channels = {n_params(ours) / n_params(two_fc_64):.2f}")
 
 # %% [markdown]
+# The 4conv1fc head is not the small one: at equal width it has more parameters than 2fc (the ratio
+# printed above), because its fc reads the same 7·7·C inputs as 2fc's fc1 and the convs come on top.
+# Our head is small for another reason: its convs are narrow (32 channels), which shrinks the fc's input
+# to 7·7·32 — the last ratio above.
+#
 # ## 4. The box predictor: K+1 scores and (K+1)·4 deltas
 #
 # On the 1024-d vector, two linear layers (Fast R-CNN Sec. 2): `cls_score` gives K+1 logits — the K
@@ -239,8 +290,8 @@ print_shapes(box_vectors=box_vectors, class_logits=class_logits, box_deltas=box_
 print("classes:", class_names)
 
 # %% [markdown]
-# **Erratum: 81 or 91 classes?** The seed writes its COCO heads with 81 outputs: 80 categories plus
-# background. torchvision's COCO models (and our `resnet50_fpn` config) have `num_classes=91`. Both are
+# **Common mistake: 81 or 91 classes?** Write-ups of Mask R-CNN often give the COCO heads 81 outputs:
+# 80 categories plus background. torchvision's COCO models (and our `resnet50_fpn` config) have `num_classes=91`. Both are
 # "80 categories plus background"; they count different things. 81 counts the categories that are
 # annotated. 91 counts **label ids**: COCO numbers its categories with ids 1 to 90 and leaves gaps
 # (the original COCO list had 91 categories, 11 of which were never annotated; 10 of those ids fall in
@@ -255,7 +306,7 @@ unused = [i for i, name in enumerate(categories) if name == "N/A"]
 print(f"outputs: {len(categories)}  ({categories[0]!r} + ids 1..{len(categories) - 1})")
 print(f"ids with no category ('N/A'): {len(unused)} -> {unused}")
 print(f"real categories: {len(categories) - 1 - len(unused)}")
-for label, K1 in (("seed (80 + background)", 81), ("torchvision / resnet50_fpn", paper_cfg["num_classes"])):
+for label, K1 in (("80 categories + background", 81), ("torchvision / resnet50_fpn", paper_cfg["num_classes"])):
     predictor = heads.BoxPredictor(1024, K1)
     print(f"{label:<28} cls_score -> {predictor.cls_score.out_features:>3}   "
           f"bbox_deltas -> {predictor.bbox_deltas.out_features:>3} = {K1} x 4")
@@ -308,9 +359,9 @@ for i, (props, t) in enumerate(zip(train_proposals, targets4)):
     print(f"{i:>5} {len(props):>9} {len(t['boxes']):>4} {n_iou:>8} {len(s_rois[i]):>8} {pos:>4} {S - pos:>4}")
 
 # %% [markdown]
-# In our run the trained RPN, whose NMS already removed near-duplicates, leaves only 10 to 16 candidates
-# with IoU ≥ 0.5 per image (GT boxes included), so the sampler keeps every one of them and negatives fill
-# the rest of the 64. With COCO's crowded images and 2000 proposals the 25% cap is what usually binds.
+# Compare the IoU ≥ 0.5 column of the table with the cap of 16: when an image has more candidates than
+# the cap, the cap binds — the sampler draws 16 of them at random and negatives fill the other 48; when
+# it has fewer, it keeps them all and negatives fill more of the 64 (exercise 2).
 # Below: the best IoU of every sampled RoI with a GT box, and the sampled RoIs of the first image.
 
 # %%
@@ -329,22 +380,31 @@ ax0.set(title=f"Sampled RoIs of 4 images ({S} each): best IoU with a GT box",
         xlabel="IoU with the matched GT box", ylabel="number of sampled RoIs")
 ax0.legend(fontsize=8)
 pos0 = s_labels[0] > 0
-draw_boxes(ax1, four[0][0], s_rois[0], color=["tab:green" if p else "tab:red" for p in pos0.tolist()],
-           linewidth=0.7)
+draw_boxes(ax1, four[0][0], s_rois[0][~pos0], color="tab:red", linewidth=0.6)  # negatives first ...
+draw_boxes(ax1, None, s_rois[0][pos0], color="tab:green", linewidth=1.0)  # ... positives drawn on top
+ax1.set(xlim=(0, four[0][0].shape[-1]), ylim=(four[0][0].shape[-2], 0))  # the whole image, y down
 ax1.set_title(f"image 0: {int(pos0.sum())} positives (green),\n{int((~pos0).sum())} negatives (red)")
 plt.show()
+n_gt4 = sum(len(t["boxes"]) for t in targets4)
+print(f"sampled RoIs with IoU > 0.999: {int((sampled_iou > 0.999).sum())}; GT boxes appended: {n_gt4}")
 
 # %% [markdown]
 # The IoU histogram has a clean cut at 0.5 (the dashed line): positives right of it, negatives left.
-# The spike at IoU 1 holds the appended GT boxes and proposals that already fit.
+# The small bar at IoU 1 is appended GT boxes. The line under the plot counts the sampled RoIs with IoU
+# above 0.999 against the GT boxes appended to the 4 images: where the cap binds, an appended GT box is
+# one candidate among many and is drawn only by chance. Appending guarantees every object a perfect
+# candidate, even early in training; it does not guarantee that one is trained on at every step.
 #
 # **The box-coding weights (10, 10, 5, 5).** The regression target of a positive RoI is the delta
 # $(t_x, t_y, t_w, t_h)$ that moves it onto its GT box. Proposals that already overlap a GT box by IoU ≥ 0.5
-# need only small corrections, so raw deltas are small numbers; Fast R-CNN (Sec. 2.3) normalised them to
-# unit variance with statistics of the data. Detectron and torchvision replace that by fixed weights that
-# multiply the raw deltas: 10 for the centre, 5 for the log-size. We compare the spread of the targets of
-# our positive RoIs with both codings: the weighted ones are by definition 10× and 5× the raw ones, which
-# should bring their standard deviations near 1.
+# need only small corrections, so raw deltas are small numbers. Fast R-CNN (Sec. 2.3, "Multi-task loss")
+# normalises the targets to zero mean and unit variance with statistics of the data; the end-to-end
+# training of py-faster-rcnn (the Faster R-CNN code, `BBOX_NORMALIZE_TARGETS_PRECOMPUTED`) fixes those
+# statistics instead: means 0, standard deviations (0.1, 0.1, 0.2, 0.2). The
+# weights (10, 10, 5, 5) of Detectron and torchvision are the **reciprocals** of those standard
+# deviations, baked into the coder: $10\,t_x = t_x / 0.1$. They are right if the raw targets really have
+# standard deviations near 0.1 and 0.2. We measure them on real training RoIs — the positives sampled
+# above — and, for contrast, on the RPN's positive anchors, whose coder has weights (1, 1, 1, 1).
 
 # %%
 pos_rois = torch.cat([r[lab > 0] for r, lab in zip(s_rois, s_labels)])  # (P, 4)
@@ -353,11 +413,33 @@ weighted = BoxCoder(cfg["bbox_reg_weights"]).encode(pos_gt, pos_rois)  # (P, 4)
 raw = BoxCoder((1.0, 1.0, 1.0, 1.0)).encode(pos_gt, pos_rois)  # (P, 4)
 assert weighted.shape == raw.shape == (len(pos_rois), 4)
 assert torch.allclose(weighted, torch.cat([t[lab > 0] for t, lab in zip(s_targets, s_labels)]))
-print(f"{len(pos_rois)} positive RoIs; std of the regression targets (tx, ty, tw, th):")
-print("  weights (1, 1, 1, 1)  :", raw.std(dim=0))
-print("  weights (10, 10, 5, 5):", weighted.std(dim=0))
+with torch.no_grad():  # the RPN's targets: positive anchors -> their GT box, plain (1, 1, 1, 1) coding
+    anchors = model.rpn.anchor_generator(tuple(batch4.shape[-2:]), [tuple(P.shape[-2:]) for P in features4],
+                                       dtype=batch4.dtype, device=batch4.device)  # (A, 4)
+    rpn_labels, rpn_gt = model.rpn.assign_targets(anchors, [t["boxes"] for t in targets4])  # 4 x (A,), 4 x (A, 4)
+    rpn_raw = torch.cat([model.rpn.box_coder.encode(g[lab == 1], anchors[lab == 1])
+                         for g, lab in zip(rpn_gt, rpn_labels)])  # (P_rpn, 4)
+fmt = lambda v: "(" + ", ".join(f"{x:.3f}" for x in v.tolist()) + ")"  # noqa: E731
+stds = torch.tensor([1 / w for w in cfg["bbox_reg_weights"]])  # (4,) (0.1, 0.1, 0.2, 0.2)
+print(f"std of the targets (tx, ty, tw, th)         head: {len(pos_rois)} positive RoIs   RPN: {len(rpn_raw)} anchors")
+print(f"  raw, weights (1, 1, 1, 1)                 {fmt(raw.std(dim=0)):<32} {fmt(rpn_raw.std(dim=0))}")
+print(f"  1 / bbox_reg_weights                      {fmt(stds)}")
+print(f"  weighted, {str(cfg['bbox_reg_weights']):<31} {fmt(weighted.std(dim=0))}")
+print(f"  mean of the raw head targets              {fmt(raw.mean(dim=0))}")
 
 # %% [markdown]
+# Read the printed rows against the assumption. The head's raw targets (first row, left) have
+# standard deviations close to 0.1 for the centre and 0.2 for the size (second row), and means near 0
+# (last row): the fixed statistics, chosen on COCO, fit our proposals too, and the weighted targets
+# (third row) come out with a spread of order 1, as Fast R-CNN's normalisation intends. They are a fixed
+# guess, not a statistic of our data: here the centre targets come out somewhat wider than 1.
+#
+# The RPN column is a contrast that does *not* go the way one might guess. Its positive anchors overlap
+# a box by IoU ≥ 0.7 (or are its best anchor), closer than the head's IoU ≥ 0.5, and on our fitted
+# anchors their raw targets are no wider than the head's. So the spread of the targets does not explain
+# why the RPN's coder keeps weights (1, 1, 1, 1): Faster R-CNN simply never scaled the RPN's targets,
+# and torchvision keeps that.
+#
 # ## 6. The box loss, and the background deltas that never learn
 #
 # The classifier learns from every sampled RoI (cross-entropy over K+1 classes). The box regressor learns
@@ -368,13 +450,16 @@ print("  weights (10, 10, 5, 5):", weighted.std(dim=0))
 show_source(roi_heads.box_loss)
 
 # %% [markdown]
-# **Erratum: the background deltas.** The seed's box head regresses 81·4 deltas, four per class
-# *including background*. So does this library (and torchvision): `bbox_deltas` has (K+1)·4 outputs, to
-# keep the column of class c at 4c. But the background's four columns are dead weight. A background RoI
+# **Note: the background deltas.** The COCO box head regresses 81·4 (torchvision: 91·4) deltas, four per
+# class *including background*. So does this library: `bbox_deltas` has (K+1)·4 outputs, to keep the
+# column of class c at 4c. But the background's four columns are dead weight. A background RoI
 # has no box to regress to, so no RoI ever selects column block 0, and at inference
 # `postprocess_detections` drops it too. Autograd confirms it on a tiny batch with fixed random outputs:
 # 8 RoIs, K+1 = 4 classes, labels 0, 0, 1, 2, 3, 0, 2, 1. We expect a zero gradient in block 0 for every
-# RoI, and in each positive RoI's row a non-zero gradient only in its own class's block.
+# RoI, and in each positive RoI's row a non-zero gradient only in its own class's block. Its size we can
+# predict too: the loss is a sum over positives divided by the 8 sampled RoIs, and smooth-L1 with
+# $\beta = 1/9$ has slope ±1 wherever the error exceeds β. So a block whose four errors all exceed 1/9
+# gets |gradient| 4 × 1/8 = 0.5 — the loss is *saturated* there; only an error below β gives less.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -398,6 +483,9 @@ for n in range(8):
 # gradient that reaches each of the 16 delta columns, for every positive RoI and, to keep the picture
 # readable, the first 40 negatives, sorted by label. The background block (columns 0–3) stays white;
 # each positive RoI lights up the four columns of its own class only; negatives train no deltas at all.
+# Every trained entry is at most the saturated value 1/256 (error beyond β); an entry is paler where
+# the model's error on that coordinate is already below β. The line above the picture counts the
+# saturated ones.
 
 # %%
 class_logits_s, box_deltas_s = model.roi_heads.box_logits(features4, s_rois, sizes4)  # (256, 4), (256, 16)
@@ -411,6 +499,10 @@ assert bool((box_deltas_s.grad[all_labels == 0] == 0).all())  # negatives: zero 
 rows = torch.cat([torch.nonzero(all_labels == 0).flatten()[:40],
                   torch.nonzero(all_labels > 0).flatten()[torch.argsort(all_labels[all_labels > 0], stable=True)]])
 grad_map, row_labels = box_deltas_s.grad.abs()[rows], all_labels[rows]  # (R, 16), (R,)
+pos_s = torch.nonzero(all_labels > 0).squeeze(1)  # (P,)
+own_block = box_deltas_s.grad.reshape(-1, num_classes, 4)[pos_s, all_labels[pos_s]].abs()  # (P, 4)
+saturated = torch.isclose(own_block, torch.tensor(1 / len(all_labels))).float().mean()
+print(f"{100 * saturated:.0f}% of the trained coordinates are saturated (|gradient| = 1/{len(all_labels)})")
 
 fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
 im = ax.imshow(grad_map.numpy(), aspect="auto", cmap="Greys", interpolation="nearest")
@@ -522,6 +614,43 @@ plt.show()
 # "where is the object inside this box", and at inference the mask is pasted back into the image at the
 # box (notebook 08). The loss that compares prediction and target is the subject of notebook 07.
 #
+# ## 9. At inference: masks for the final detections, in the predicted class's channel
+#
+# Training runs the mask branch on the positive RoIs and reads the channel of the **GT** class. At test
+# time there is no GT, and Mask R-CNN changes two things (Sec. 3.1, "Inference"): the box branch runs
+# first — refinement, scores, per-class NMS, the top detections — and the mask branch then runs **only
+# on those final boxes**, not on the proposals; and of its K masks only the one of the class the
+# **classifier predicted** is used. This is the decoupling of Sec. 3: the box branch decides what the
+# object is, the mask branch only where its pixels are. (The paper notes it speeds inference and makes
+# the masks more accurate, since they are computed on refined boxes.)
+
+# %%
+show_source(roi_heads.RoIHeads.predict_masks)
+
+# %% [markdown]
+# We check it on held-out image 0: run the heads in eval mode on its proposals (the boxes they return
+# are those of `model()`, which then pastes the 28×28 masks into the image, notebook 08), recompute the
+# mask logits on the *detected* boxes and pick channel = predicted label. We expect exactly the heads'
+# masks, and a different mask if we read another class's channel.
+
+# %%
+with torch.no_grad():
+    features0 = [P[:1] for P in features]  # image 0: [P2..P6], each (1, 64, H_l, W_l)
+    det = model.roi_heads(features0, proposals[:1], image_sizes[:1])[0][0]  # boxes (D, 4), labels, scores, masks (D, 1, 28, 28)
+    assert torch.allclose(det["boxes"], model([images[0]])[0]["boxes"], atol=1e-4)  # the detections of model()
+    logits_det = model.roi_heads.mask_logits(features0, [det["boxes"]], image_sizes[:1])  # (D, K+1, 28, 28)
+D_det = len(det["boxes"])
+rows_det = torch.arange(D_det)  # (D,)
+own = logits_det[rows_det, det["labels"]].sigmoid()  # (D, 28, 28) the predicted class's channel
+other = logits_det[rows_det, det["labels"] % (num_classes - 1) + 1].sigmoid()  # (D, 28, 28) another class's
+assert det["masks"].shape == (D_det, 1, 28, 28)
+assert torch.allclose(det["masks"][:, 0], own, atol=1e-6)  # what model() returns
+print(f"image 0: {len(proposals[0])} proposals -> {D_det} detections -> {D_det} masks; labels "
+      f"{[class_names[int(c)] for c in det['labels']]}")
+print(f"max |mask - another class's channel| = {(det['masks'][:, 0] - other).abs().max():.2f}")
+print(f"max |mask - predicted class's channel| = {(det['masks'][:, 0] - own).abs().max():.1e}")
+
+# %% [markdown]
 # ## Summary
 #
 # - Each RoI is pooled from one pyramid level, $k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$ clamped to
@@ -529,62 +658,91 @@ plt.show()
 #   so the heads read from P2 only; at COCO's 800 px the same boxes spread over P2–P4.
 # - Pooled RoIs are (N, C, 7, 7) for the box branch and (N, C, 14, 14) for the mask branch, with N the
 #   RoIs of the whole batch — not (B, 256, 7, 7).
-# - The box head turns 7×7×C into 1024 numbers (2fc in the paper; 4conv1fc + GroupNorm for training from
-#   scratch, as in shapes_tiny); the predictor gives K+1 class logits and (K+1)·4 deltas.
+# - The box head turns 7×7×C into 1024 numbers (2fc in the paper; 4conv1fc, the head of Detectron's
+#   GroupNorm models, with GroupNorm for training from scratch in shapes_tiny). At equal width 4conv1fc
+#   is the larger head. The predictor gives K+1 class logits and (K+1)·4 deltas.
 # - COCO: 81 = 80 categories + background; torchvision's 91 = background + one slot per COCO id 1..90,
 #   10 of which are unused.
 # - Training RoIs: proposals + GT boxes, matched at IoU 0.5, 512 sampled per image (shapes_tiny: 64) with at
-#   most 25% positives; box targets scaled by (10, 10, 5, 5) to about unit spread.
+#   most 25% positives; box targets scaled by (10, 10, 5, 5), the reciprocals of fixed target standard
+#   deviations (0.1, 0.1, 0.2, 0.2), in place of Fast R-CNN's normalisation by data statistics.
 # - Only the GT class's deltas of positive RoIs are trained: the background's four deltas get exactly zero
 #   gradient.
 # - The mask branch (4 convs, 2× deconv, 1×1 conv) predicts one 28×28 logit map per class; its target is
-#   the matched GT mask cropped by the RoI and resampled with RoIAlign.
+#   the matched GT mask cropped by the RoI and resampled with RoIAlign. At inference it runs on the final
+#   detections only and reads the channel of the predicted class.
 #
 # ## Exercises
 #
-# Worked solutions are in `solutions/06_heads.py` (for teachers).
+# Worked solutions are in `solutions/06_heads.py` (for teachers). Each check cell says whether your
+# answer is right.
 #
-# **1. FPN level assignment.** Write `my_assign_levels(boxes)` for boxes (N, 4) in x1y1x2y2 pixels,
-# returning the FPN level k (an integer 2..5, not an index) of each box by Eq. 1 with $k_0 = 4$, 224 and
-# the clamp. The check compares with the library on boxes you have not seen, including boxes exactly on a
-# boundary.
+# ### Exercise 1 — Predict · about 10 min: the pyramid levels at a smaller canonical scale
+#
+# Section 1 found every RoI of our 128-px images on P2, because Eq. 1's canonical 224 px is bigger than
+# our whole image. Lower it: keep $k_0 = 4$ and the clamp to 2..5, but use `canonical_scale = 32`. On
+# paper, give the level $k$ of square boxes of sides 8, 16, 23, 31, 45, 64 and 90 px (around the range
+# of our GT boxes printed in section 1). Which sides sit exactly on a boundary, and what does the library's `eps` do
+# there? Would the heads then read all four levels?
+#
+# *Hint:* $\log_2(s/32)$ is an integer for 8, 16, 32, 64; for the others, bracket $s$ between two powers
+# of two. Floor, then clamp.
 
 # %%
-def my_assign_levels(boxes):
+def my_levels_at_low_scale():
+    """-> [k for sides 8, 16, 23, 31, 45, 64, 90 px], each an integer level 2..5 (canonical_scale = 32)."""
     raise NotImplementedError  # your code here
 
 
 # %%
-from mrcnn_teach.exercises.nb06 import check_assign_levels, check_gt_class_deltas, check_sample_counts
+from mrcnn_teach.exercises.nb06 import check_box_loss_gradient, check_levels_at_low_scale, check_sample_counts
 
-check_assign_levels(my_assign_levels);
-
-# %% [markdown]
-# **2. The deltas of the GT class.** Given `box_deltas` (N, (K+1)·4) and `labels` (N,) with 0 for
-# background, return the (P, 4) deltas that the box loss trains: for each positive RoI, in order, the four
-# columns of its own class.
-
-# %%
-def my_gt_class_deltas(box_deltas, labels):
-    raise NotImplementedError  # your code here
-
-
-# %%
-check_gt_class_deltas(my_gt_class_deltas);
+check_levels_at_low_scale(my_levels_at_low_scale);
 
 # %% [markdown]
-# **3. How many positives and negatives?** An image has `num_positive` RoIs with IoU ≥ 0.5 and
-# `num_negative` below. With `batch_size` RoIs per image and at most `positive_fraction` of them positive,
-# how many of each does the sampler keep? Return a pair `(num_pos, num_neg)`. Think of an image with only
-# 3 positives, and of one with very few negatives.
+# ### Exercise 2 — Predict · about 10 min: how many positives and negatives does the sampler keep?
+#
+# An image has `num_positive` candidate RoIs with IoU ≥ 0.5 and `num_negative` below. With `batch_size`
+# RoIs per image and at most `positive_fraction` of them positive, how many of each does the sampler of
+# section 5 keep? Return a pair `(num_pos, num_neg)`. Think of an image with only 3 positives, of one
+# with very few negatives, and of one with too few of both to fill the batch.
+#
+# *Hint:* the fraction is a cap, not a quota. Decide the positives first; then ask what fills the rest.
 
 # %%
 def my_sample_counts(num_positive, num_negative, batch_size, positive_fraction):
+    """-> (num_pos, num_neg) kept for one image."""
     raise NotImplementedError  # your code here
 
 
 # %%
 check_sample_counts(my_sample_counts);
+
+# %% [markdown]
+# ### Exercise 3 — Derive · about 15 min: the gradient of the box loss, without autograd
+#
+# Section 6 read the gradient of $L_{box}$ off autograd and found saturated entries of 1/N. Derive it
+# yourself. Write `my_box_loss_gradient(box_deltas, labels, regression_targets)` for `box_deltas`
+# (N, (K+1)·4), `labels` (N,) with 0 for background and `regression_targets` (N, 4): return the (N, (K+1)·4)
+# tensor $\partial L_{box} / \partial\,$`box_deltas` of `roi_heads.box_loss` (smooth-L1 with
+# $\beta = 1/9$, summed over the positives' GT-class deltas, divided by N), in closed form. The check
+# compares with autograd on cases where the errors are large, small (inside β), and with 91 classes.
+#
+# Then say in a sentence: why does dividing by N (all sampled RoIs) and not by the number of positives
+# make an image with few objects train its boxes more weakly? And what would 10× larger weights than
+# (10, 10, 5, 5) do to the share of saturated entries?
+#
+# *Hint:* smooth-L1 is $0.5\,x^2/\beta$ for $|x| < \beta$ and $|x| - 0.5\,\beta$ beyond: differentiate
+# each piece. Only the entries the loss reads can have a gradient.
+
+# %%
+def my_box_loss_gradient(box_deltas, labels, regression_targets):
+    """-> (N, (K+1)*4): d L_box / d box_deltas, written out by hand."""
+    raise NotImplementedError  # your code here
+
+
+# %%
+check_box_loss_gradient(my_box_loss_gradient);
 
 # %% [markdown]
 # Next: [07 — Mask loss: per-class sigmoid vs softmax](07_mask_loss.ipynb)

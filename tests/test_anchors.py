@@ -5,7 +5,8 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from mrcnn_teach.anchors import AnchorGenerator, make_cell_anchors
+from mrcnn_teach.anchors import AnchorGenerator, anchor_coverage, make_cell_anchors
+from mrcnn_teach.boxes import box_iou
 
 DEFAULT_SIZES = ((32,), (64,), (128,), (256,), (512,))
 DEFAULT_RATIOS = ((0.5, 1.0, 2.0),) * 5
@@ -121,3 +122,43 @@ def test_bad_input_raises():
         gen((64, 64), [(16, 16), (128, 8), (4, 4), (2, 2), (1, 1)])
     with pytest.raises(ValueError, match="aspect_ratios"):
         AnchorGenerator(DEFAULT_SIZES, DEFAULT_RATIOS[:3])
+
+
+def test_anchor_coverage_equals_brute_force():
+    # boxes of two images of different sizes pooled; a small chunk so that several chunks are merged
+    torch.manual_seed(0)
+    xy = torch.rand(40, 2) * torch.tensor([140.0, 80.0])  # (40, 2) top-left corners
+    wh = 4 + torch.rand(40, 2) * 60  # (40, 2)
+    boxes = torch.cat([xy, xy + wh], dim=1)  # (40, 4)
+    sizes, ratios = ((12, 17), (24, 34), (48, 68), (96, 136), (192, 272)), ((0.5, 1.0),) * 5
+    fit = anchor_coverage(boxes, sizes, ratios, image_size=(96, 160), threshold=0.6, chunk=7)
+    feature_sizes = pyramid_sizes(96, 160)  # what the ResNet-FPN makes: ceil(H / 2^l)
+    anchors = AnchorGenerator(sizes, ratios)((96, 160), feature_sizes)  # (A, 4)
+    iou = box_iou(boxes, anchors)  # (40, A)
+    per_level = [h * w * 4 for h, w in feature_sizes]
+    level_of = torch.repeat_interleave(torch.arange(5), torch.tensor(per_level))  # (A,)
+    assert fit.anchors_per_level == per_level and fit.num_anchors == anchors.shape[0]
+    assert torch.equal(fit.best_iou, iou.max(dim=1).values)
+    assert torch.equal(fit.best_level, level_of[iou.argmax(dim=1)])
+    positive = (iou >= 0.6).any(dim=0)  # (A,)
+    assert fit.positive_per_level == [int(positive[level_of == l].sum()) for l in range(5)]
+    assert fit.covered == pytest.approx(float((iou.max(dim=1).values >= 0.6).float().mean()))
+    assert 0 < fit.covered < 1  # the random boxes are neither all covered nor none
+
+
+def test_anchor_coverage_of_boxes_placed_by_hand():
+    # shapes_tiny's P3 holds a 40-px square anchor at (64, 64): a box equal to it has IoU 1 there; the
+    # same box moved 2 px in x and y (half of P2's stride) is no longer on any 40-px anchor's centre
+    sizes, ratios = ((16, 20, 25), (32, 40, 51), (64, 81, 102), (128, 161, 203), (256, 323, 406)), ((1.0,),) * 5
+    on_anchor = torch.tensor([[44.0, 44.0, 84.0, 84.0]])  # (1, 4)
+    half_stride_off = torch.tensor([[46.0, 46.0, 86.0, 86.0]])  # (1, 4) 40 px, 2 px = half of P2's stride
+    fit = anchor_coverage(torch.cat([on_anchor, half_stride_off]), sizes, ratios)
+    assert fit.num_anchors == 4092
+    assert fit.best_iou[0] == 1.0 and fit.best_level[0] == 1
+    # the nearest 40-px anchors are 2 px off in x and y: overlap 38^2, union 2 * 40^2 - 38^2
+    assert fit.best_iou[1] == pytest.approx(38**2 / (2 * 40**2 - 38**2))
+    assert fit.covered == 1.0
+    with pytest.raises(ValueError, match="no GT boxes"):
+        anchor_coverage(torch.zeros(0, 4), sizes, ratios)
+    with pytest.raises(ValueError, match=r"\(G, 4\)"):
+        anchor_coverage(torch.zeros(3, 5), sizes, ratios)

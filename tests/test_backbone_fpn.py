@@ -165,9 +165,58 @@ def test_trainable_layers_like_torchvision(k):
     expected = {tv_name_to_ours(n): p.requires_grad for n, p in tv.named_parameters() if tv_name_to_ours(n)}
     ours = ResNetBody(depth=18, norm="bn", trainable_layers=k)
     got = {n: p.requires_grad for n, p in ours.named_parameters()}
-    assert got == expected
+    # torchvision leaves the BatchNorm layers of a frozen stage as they are; ours become FrozenBatchNorm2d
+    # (their weight and bias turn into buffers), so exactly the frozen stages' BN parameters are missing
+    missing = set(expected) - set(got)
+    assert set(got) <= set(expected) and all(".bn" in n or ".downsample.1." in n for n in missing)
+    assert all(not expected[n] for n in missing)
+    assert got == {n: flag for n, flag in expected.items() if n not in missing}
     trained_stages = sorted({n.split(".")[0] for n, flag in got.items() if flag})
     assert trained_stages == sorted(["stem", "res2", "res3", "res4", "res5"][5 - k:])
+    for i, stage in enumerate(["stem", "res2", "res3", "res4", "res5"]):
+        bns = [m for m in getattr(ours, stage).modules() if isinstance(m, nn.BatchNorm2d)]
+        assert (len(bns) > 0) == (i >= 5 - k), stage
+
+
+def test_a_frozen_stage_computes_the_same_function_after_training():
+    # requires_grad=False alone would leave BatchNorm normalising with batch statistics in train mode and
+    # updating its running averages: the "frozen" stem would change with every step.
+    torch.manual_seed(0)
+    body = ResNetBody(depth=18, norm="bn", trainable_layers=5)
+    for m in body.modules():  # statistics as a checkpoint would carry them
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    probe = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = body.eval().stem(probe)
+    from mrcnn_teach.backbone import freeze_stages
+
+    freeze_stages(body, 3).train()
+    optimizer = torch.optim.SGD([p for p in body.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum(c.mean() for c in body(torch.randn(2, 3, 64, 64) * 3 + 1)).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert torch.allclose(body.stem(probe), before, atol=1e-6)  # train mode, after two steps
+        assert torch.allclose(body.eval().stem(probe), before, atol=1e-6)
+    assert isinstance(body.res3[0].bn1, nn.BatchNorm2d) and body.res3[0].bn1.num_batches_tracked == 2
+
+
+def test_freeze_batchnorm_keeps_function_device_and_dtype():
+    from mrcnn_teach.norm import FrozenBatchNorm2d, freeze_batchnorm
+
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.BatchNorm2d(4))).double()
+    bn = module[1][0]
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    expected = module.eval()(x)
+    freeze_batchnorm(module)
+    frozen = module[1][0]  # nested modules are converted too
+    assert isinstance(frozen, FrozenBatchNorm2d) and frozen.weight.dtype == torch.float64
+    assert torch.allclose(module.train()(x), expected, atol=1e-12)  # train mode: the same fixed map
 
 
 def test_resnet_body_rejects_bad_arguments():

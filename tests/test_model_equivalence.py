@@ -237,9 +237,10 @@ def test_resnet50_fpn_config_is_torchvisions():
         heads.box_roi_pool.output_size[0], heads.mask_roi_pool.output_size[0])
     assert c["roi_sampling_ratio"] == heads.box_roi_pool.sampling_ratio == heads.mask_roi_pool.sampling_ratio
 
-    # And the parameter count equals torchvision's. (weights=None gives torchvision trainable BN,
-    # whose weight and bias are parameters; frozen BN keeps them as buffers. Count like for like.)
-    ours = build_maskrcnn("resnet50_fpn", norm="bn")
+    # And the parameter count equals torchvision's. (weights=None gives torchvision trainable BN in every
+    # stage, whose weight and bias are parameters; frozen BN, and the BN of a frozen stage, keep them as
+    # buffers. Count like for like.)
+    ours = build_maskrcnn("resnet50_fpn", norm="bn", trainable_layers=5)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(ours) == count(tv)
 

@@ -1,136 +1,173 @@
-"""Checks for the exercises of notebooks/04_rpn.ipynb (RPN labels, box encoding, RPN losses).
+"""Checks for the exercises of notebooks/04_rpn.ipynb (anchor labels, NMS suppression chains, a global top-k).
 
-Each check calls the student's function on inputs of our choosing and compares it with the
-library: `Matcher` for the labels, `BoxCoder` for the encoding, `RegionProposalNetwork.loss` for
-the losses.
+The references are the library's own pieces: `Matcher` (exercise 1), `nms.nms` and its fixed-point loop
+(exercise 2), and `torch.topk` over all levels at once (exercise 3).
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
-from ..boxes import BoxCoder, box_iou
+from ..boxes import box_iou
 from ..matcher import Matcher
-from ..rpn import RegionProposalNetwork
-from . import close, need_function, run_check
+from ..nms import nms, suppression_matrix
+from . import need_function, run_check
+
+# --------------------------------------------------------------------------- exercise 1: labels by hand
+
+# IoU of 3 ground-truth boxes (rows) with 8 anchors (columns a0..a7); the notebook prints it as a table.
+LABEL_IOU = torch.tensor([
+    #  a0    a1    a2    a3    a4    a5    a6    a7
+    [0.70, 0.82, 0.30, 0.29, 0.00, 0.10, 0.60, 0.69],  # box 0
+    [0.10, 0.40, 0.05, 0.00, 0.55, 0.55, 0.00, 0.00],  # box 1
+    [0.00, 0.00, 0.00, 0.10, 0.00, 0.00, 0.45, 0.25],  # box 2
+])  # (G=3, N=8)
+RPN_HIGH, RPN_LOW = 0.7, 0.3
 
 
-def _random_boxes(n: int, generator: torch.Generator, size: float = 128.0) -> torch.Tensor:
-    """(n, 4) valid x1y1x2y2 boxes inside a size x size image, 4..64 px on a side."""
-    xy = torch.rand(n, 2, generator=generator) * (size - 64)  # (n, 2)
-    wh = 4 + torch.rand(n, 2, generator=generator) * 60  # (n, 2)
-    return torch.cat([xy, xy + wh], dim=1)  # (n, 4)
+def label_truth(iou: torch.Tensor = LABEL_IOU) -> tuple[list[int], list[int], list[int]]:
+    """(labels 1/0/-1, box each anchor learns from or -1, boxes no anchor learns from), from the library's Matcher."""
+    matched = Matcher(RPN_HIGH, RPN_LOW, allow_low_quality_matches=True)(iou)  # (N,)
+    labels = torch.where(matched >= 0, 1, torch.where(matched == Matcher.BETWEEN_THRESHOLDS, -1, 0))  # (N,)
+    learns_from = torch.where(matched >= 0, matched, -1)  # (N,)
+    orphans = sorted(set(range(iou.shape[0])) - set(learns_from[learns_from >= 0].tolist()))
+    return labels.tolist(), learns_from.tolist(), orphans
 
 
-def _reference_labels(iou: torch.Tensor) -> torch.Tensor:
-    matched = Matcher(0.7, 0.3, allow_low_quality_matches=True)(iou)  # (N,)
-    labels = (matched >= 0).float()  # (N,)
-    labels[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
-    return labels
+def _as_int_list(value, name: str, length: int | None = None) -> list[int]:
+    values = value.tolist() if isinstance(value, torch.Tensor) else list(value)
+    assert all(float(v) == int(v) for v in values), f"{name}: give whole numbers, got {values}"
+    values = [int(v) for v in values]
+    if length is not None:
+        assert len(values) == length, f"{name}: give one value per anchor ({length}), got {len(values)}"
+    return values
 
 
-def _iou_cases() -> list[torch.Tensor]:
-    # By hand: anchor 0 is positive at 0.75; anchor 1 sits exactly on 0.3 (ignored: negatives are < 0.3);
-    # anchor 2 is negative; GT 1's best IoU 0.45 is shared by anchors 3 and 4 (a tie: both positive),
-    # and anchor 5 sits exactly on 0.7 (positive).
-    by_hand = torch.tensor([[0.75, 0.30, 0.29, 0.50, 0.10, 0.70],
-                            [0.10, 0.20, 0.20, 0.45, 0.45, 0.00]])  # (2, 6)
-    g = torch.Generator().manual_seed(4)
-    cases = [by_hand]
-    for num_gt, num_anchors in ((1, 50), (3, 400), (5, 1000)):
-        gt = _random_boxes(num_gt, g)  # (G, 4)
-        anchors = torch.cat([_random_boxes(num_anchors - num_gt, g),
-                             gt + torch.randn(num_gt, 4, generator=g)], dim=0)  # (N, 4), a few close to the GT
-        cases.append(box_iou(gt, anchors))  # (G, N)
+def check_anchor_labels(answer) -> bool:
+    """answer() -> (labels [8] in 1/0/-1, learns_from [8] box index or -1, orphans [boxes no anchor learns from])."""
+
+    def compare():
+        need_function(answer)
+        got = answer()
+        assert isinstance(got, (tuple, list)) and len(got) == 3, "return three lists: (labels, learns_from, orphans)"
+        labels, learns_from, orphans = label_truth()
+        n = LABEL_IOU.shape[1]
+        my_labels = _as_int_list(got[0], "labels", n)
+        my_from = _as_int_list(got[1], "learns_from", n)
+        my_orphans = sorted(_as_int_list(got[2], "orphans"))
+        wrong = [a for a in range(n) if my_labels[a] != labels[a]]
+        if wrong:
+            column = ", ".join(f"{v:.2f}" for v in LABEL_IOU[:, wrong[0]].tolist())
+            raise AssertionError(f"the labels of anchor(s) {', '.join(f'a{a}' for a in wrong)} are not right "
+                                 f"(a{wrong[0]} has IoUs [{column}] with boxes 0, 1, 2): check what happens exactly "
+                                 "at 0.3 and 0.7, and which anchors the best-anchor rule adds")
+        wrong = [a for a in range(n) if my_from[a] != learns_from[a]]
+        if wrong:
+            raise AssertionError(f"the labels are right, but not which box anchor(s) "
+                                 f"{', '.join(f'a{a}' for a in wrong)} learn from (-1 for an anchor that is not "
+                                 "positive): a positive anchor regresses to its OWN best box")
+        assert my_orphans == orphans, (f"labels and boxes are right, but the boxes that no anchor learns from are "
+                                       f"not {my_orphans}: read them off your learns_from list")
+
+    return run_check("anchor labels by hand", compare)
+
+
+# --------------------------------------------------------------------------- exercise 2: a suppression chain
+
+CHAIN_BOXES, CHAIN_GREEDY_KEEPS, CHAIN_ONE_PASS_KEEPS, NMS_THRESH = 5, 3, 1, 0.7
+
+
+def one_pass_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Keep a box when no higher-scoring box overlaps it by more than the threshold, kept or not:
+    (N, 4), (N,) -> kept indices (K,) by decreasing score. One pass of the fixed point, not greedy NMS."""
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
+    suppressed = suppression_matrix(boxes[order], iou_threshold).any(dim=0)  # (N,) bool
+    return order[~suppressed]  # (K,)
+
+
+def fixed_point_passes(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> int:
+    """How many times `nms.greedy_keep` computes `suppressed = ...` on these boxes before it returns."""
+    order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
+    suppresses = suppression_matrix(boxes[order], iou_threshold)  # (N, N) bool
+    keep = torch.ones(len(order), dtype=torch.bool)  # (N,)
+    passes = 0
+    while True:
+        passes += 1
+        new_keep = ~suppresses[keep].any(dim=0)  # (N,)
+        if torch.equal(new_keep, keep):
+            return passes
+        keep = new_keep
+
+
+def check_suppression_chain(answer) -> bool:
+    """answer() -> (boxes (5, 4), scores (5,), passes): greedy NMS at 0.7 keeps 3, one pass keeps 1,
+    and `passes` is the number of passes of the library's fixed-point loop on them."""
+
+    def compare():
+        need_function(answer)
+        got = answer()
+        assert isinstance(got, (tuple, list)) and len(got) == 3, "return (boxes, scores, passes)"
+        boxes = torch.as_tensor(got[0], dtype=torch.float32)
+        scores = torch.as_tensor(got[1], dtype=torch.float32)
+        assert boxes.shape == (CHAIN_BOXES, 4), f"give {CHAIN_BOXES} boxes as a ({CHAIN_BOXES}, 4) tensor, got shape {tuple(boxes.shape)}"
+        assert scores.shape == (CHAIN_BOXES,), f"give one score per box, shape ({CHAIN_BOXES},), got {tuple(scores.shape)}"
+        assert torch.isfinite(boxes).all() and torch.isfinite(scores).all(), "boxes and scores must be finite"
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all(), "each box needs x1 < x2 and y1 < y2"
+        assert (boxes >= 0).all(), "keep the boxes at coordinates >= 0, like image boxes"
+        greedy = nms(boxes, scores, NMS_THRESH)  # (K,)
+        single = one_pass_nms(boxes, scores, NMS_THRESH)  # (K',)
+        iou = box_iou(boxes, boxes)  # (5, 5)
+        pairs = [(i, j) for i in range(CHAIN_BOXES) for j in range(i + 1, CHAIN_BOXES) if iou[i, j] > NMS_THRESH]
+        assert len(greedy) == CHAIN_GREEDY_KEEPS, (
+            f"greedy NMS at {NMS_THRESH} keeps {len(greedy)} of your boxes ({sorted(greedy.tolist())}), not "
+            f"{CHAIN_GREEDY_KEEPS}; the pairs with IoU > {NMS_THRESH} are {pairs}")
+        assert len(single) == CHAIN_ONE_PASS_KEEPS, (
+            f"greedy NMS keeps 3, right, but one_pass_nms keeps {len(single)} ({sorted(single.tolist())}), not "
+            f"{CHAIN_ONE_PASS_KEEPS}; the pairs with IoU > {NMS_THRESH} are {pairs}")
+        passes = got[2]
+        assert isinstance(passes, int) and not isinstance(passes, bool), f"passes must be an int, got {passes!r}"
+        truth = fixed_point_passes(boxes, scores, NMS_THRESH)
+        assert passes == truth, (f"the boxes are right; the fixed-point loop makes {'more' if truth > passes else 'fewer'} "
+                                 f"than {passes} passes on them (count the last one, which only confirms)")
+
+    return run_check("a suppression chain: greedy NMS keeps 3, one pass keeps 1", compare)
+
+
+# --------------------------------------------------------------------------- exercise 3: a global top-k
+
+def _topk_cases():
+    """(objectness (B, A), num_per_level, pre_nms_top_n): logits whose best anchors sit unevenly over the levels."""
+    g = torch.Generator().manual_seed(404)
+    cases = []
+    for num_per_level, pre_n, batch in (([3072, 768, 192, 48, 12], 300, 2), ([40, 10, 5], 8, 3), ([6, 6], 10, 1)):
+        # later levels score lower on average, so a global cut takes fewer of them than a per-level cut
+        means = torch.linspace(1.0, -3.0, len(num_per_level))
+        logits = torch.cat([torch.randn(batch, n, generator=g) * 2 + m for n, m in zip(num_per_level, means)], dim=1)
+        cases.append((logits, num_per_level, pre_n))  # (B, A)
     return cases
 
 
-def check_rpn_labels(answer) -> bool:
-    """answer(iou (G, N)) -> (N,) labels 1 / 0 / -1 (thresholds 0.7 / 0.3 and the low-quality rule)."""
+def check_global_top_k(answer) -> bool:
+    """answer(objectness (B, A), num_per_level, pre_nms_top_n) -> (B, K) indices of the K best anchors of each
+    image over all levels at once, K = sum_l min(pre_nms_top_n, A_l) (as many as the per-level cut keeps)."""
 
     def compare():
         need_function(answer)
-        for case, iou in enumerate(_iou_cases()):
-            expected = _reference_labels(iou)  # (N,)
-            got = answer(iou.clone())
-            assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
-            assert got.shape == expected.shape, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-            wrong = torch.nonzero(got.float() != expected).squeeze(1)  # (W,)
-            if wrong.numel():
-                n = int(wrong[0])
-                column = ", ".join(f"{v:.2f}" for v in iou[:, n].tolist())
-                raise AssertionError(
-                    f"case {case}: {wrong.numel()} of {expected.numel()} anchors wrong; anchor {n} has IoUs "
-                    f"[{column}] with the boxes, expected label {expected[n]:.0f}, got {float(got[n]):.0f}"
-                )
+        for case, (logits, num_per_level, pre_n) in enumerate(_topk_cases()):
+            total = sum(min(pre_n, n) for n in num_per_level)
+            expected = logits.topk(total, dim=1).indices.sort(dim=1).values  # (B, K)
+            got = answer(logits.clone(), list(num_per_level), pre_n)
+            assert isinstance(got, torch.Tensor), f"return a tensor of indices, got {type(got).__name__}"
+            assert got.shape == expected.shape, (f"case {case}: expected shape {tuple(expected.shape)} (images, "
+                                                 f"sum over levels of min({pre_n}, A_l)), got {tuple(got.shape)}")
+            mine = got.long().sort(dim=1).values  # (B, K)
+            for i in range(len(logits)):
+                if not torch.equal(mine[i], expected[i]):
+                    missing = sorted(set(expected[i].tolist()) - set(mine[i].tolist()))
+                    assert missing, f"case {case}, image {i}: an index appears twice"
+                    a = missing[0]
+                    level = next(l for l, end in enumerate(torch.tensor(num_per_level).cumsum(0).tolist()) if a < end)
+                    raise AssertionError(f"case {case}, image {i}: {len(missing)} of the {total} best anchors are "
+                                         f"missing, e.g. anchor {a} (level {level}, logit {logits[i, a]:.2f})")
 
-    return run_check("RPN anchor labels", compare)
-
-
-def check_box_encoding(answer) -> bool:
-    """answer(boxes (N, 4), anchors (N, 4)) -> (N, 4) deltas (tx, ty, tw, th), weights (1, 1, 1, 1)."""
-
-    def compare():
-        need_function(answer)
-        g = torch.Generator().manual_seed(40)
-        boxes, anchors = _random_boxes(64, g), _random_boxes(64, g)  # (64, 4) each
-        expected = BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)).encode(boxes, anchors)  # (64, 4)
-        got = answer(boxes.clone(), anchors.clone())
-        assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
-        assert got.shape == expected.shape, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-        for j, name in enumerate(("tx", "ty", "tw", "th")):
-            if not close(got[:, j], expected[:, j], atol=1e-4):
-                n = int((got[:, j] - expected[:, j]).abs().argmax())
-                raise AssertionError(f"{name} is off: for box {boxes[n].tolist()} and anchor {anchors[n].tolist()} "
-                                     f"expected {expected[n, j]:.4f}, got {float(got[n, j]):.4f}")
-
-    return run_check("box encoding", compare)
-
-
-def _loss_inputs(seed: int):
-    g = torch.Generator().manual_seed(seed)
-    num = 600
-    objectness = torch.randn(num, generator=g) * 3  # (A,)
-    deltas = torch.randn(num, 4, generator=g) * 0.5  # (A, 4)
-    regression_targets = torch.randn(num, 4, generator=g) * 0.5  # (A, 4)
-    labels = torch.randint(-1, 2, (num,), generator=g).float()  # (A,) in {-1, 0, 1}
-    labels[:8] = 1.0  # enough positives whatever the draw
-    pos_candidates = torch.nonzero(labels == 1).squeeze(1)
-    neg_candidates = torch.nonzero(labels == 0).squeeze(1)
-    num_pos = {0: 20, 1: 64, 2: 7}[seed % 3]
-    pos = pos_candidates[torch.randperm(len(pos_candidates), generator=g)[:num_pos]]
-    neg = neg_candidates[torch.randperm(len(neg_candidates), generator=g)[: 128 - len(pos)]]
-    pos_mask = torch.zeros(num, dtype=torch.bool)
-    neg_mask = torch.zeros(num, dtype=torch.bool)
-    pos_mask[pos] = True
-    neg_mask[neg] = True
-    return objectness, deltas, labels, regression_targets, pos_mask, neg_mask
-
-
-def check_rpn_losses(answer) -> bool:
-    """answer(objectness (A,), deltas (A, 4), labels (A,), regression_targets (A, 4), pos_mask, neg_mask)
-    -> (loss_objectness, loss_box), normalised as RegionProposalNetwork.loss does."""
-
-    def compare():
-        need_function(answer)
-        for seed in range(3):
-            objectness, deltas, labels, targets, pos_mask, neg_mask = _loss_inputs(seed)
-            # The library's own loss, with its sampler replaced by the masks we chose.
-            fixed = SimpleNamespace(sampler=lambda _labels, p=pos_mask, n=neg_mask: ([p], [n]))
-            exp_obj, exp_box = RegionProposalNetwork.loss(fixed, objectness[None], deltas[None], [labels], targets)
-            got = answer(objectness.clone(), deltas.clone(), labels.clone(), targets.clone(),
-                         pos_mask.clone(), neg_mask.clone())
-            assert isinstance(got, (tuple, list)) and len(got) == 2, "return a pair (loss_objectness, loss_box)"
-            got_obj, got_box = (torch.as_tensor(v, dtype=torch.float32) for v in got)
-            assert got_obj.numel() == 1 and got_box.numel() == 1, "each loss must be a scalar"
-            assert close(got_obj.reshape(()), exp_obj, atol=1e-5), (
-                f"loss_objectness: expected {exp_obj:.4f}, got {float(got_obj):.4f} "
-                f"(which anchors enter the BCE, and what is it averaged over?)")
-            if not close(got_box.reshape(()), exp_box, atol=1e-5):
-                ratio = float(got_box) / float(exp_box)
-                raise AssertionError(f"loss_box: expected {exp_box:.4f}, got {float(got_box):.4f} ({ratio:.2f} x); "
-                                     "check beta, which anchors are summed, and what you divide by")
-
-    return run_check("RPN losses and their normalisation", compare)
+    return run_check("a global top-k over all levels", compare)

@@ -1,7 +1,7 @@
 """Checks for the exercises of notebooks/05_roi_align.ipynb (RoIPool vs RoIAlign).
 
-Each check calls the student's function on inputs of our choosing and compares it with the
-library's own helpers in roi_ops.py (which reproduce torchvision's kernels exactly).
+Each check compares the student's answer with the library's from-scratch ops in roi_ops.py (which
+reproduce torchvision's kernels exactly), on the notebook's example or on inputs of our choosing.
 """
 
 from __future__ import annotations
@@ -12,72 +12,95 @@ from .. import roi_ops
 from . import close, need_function, run_check
 
 
-def _bilinear_reference(feature: torch.Tensor, y: float, x: float) -> float:
-    """The library's bilinear taps for one point: the value RoIAlign reads at (y, x), aligned=False coordinates."""
-    height, width = feature.shape
-    one = torch.ones(1, 1, 1, dtype=torch.bool)  # (K=1, P=1, G=1): the point exists
-    rows, row_w = roi_ops._bilinear_taps(torch.tensor([[[y]]], dtype=feature.dtype), one, height)  # (1, 1, 1, 2) x2
-    cols, col_w = roi_ops._bilinear_taps(torch.tensor([[[x]]], dtype=feature.dtype), one, width)  # (1, 1, 1, 2) x2
-    rows, row_w, cols, col_w = rows.view(2), row_w.view(2), cols.view(2), col_w.view(2)
-    return float((row_w[:, None] * col_w[None, :] * feature[rows[:, None], cols[None, :]]).sum())
+def _example_map() -> torch.Tensor:
+    """The notebook's 6x6 map, torch.manual_seed(1), without moving the caller's random state: (1, 1, 6, 6)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        return torch.randn(1, 1, 6, 6)
 
 
-def check_bilinear(answer) -> bool:
-    """answer(feature (H, W), y, x) -> the bilinearly interpolated value at row y, column x (0 <= y <= H-1, 0 <= x <= W-1)."""
-
-    def compare():
-        need_function(answer)
-        feature = torch.randn(5, 7, generator=torch.Generator().manual_seed(5))  # (5, 7)
-        # Inside cells, on grid points, on the last row and the last column, and the notebook's example point.
-        points = [(1.25, 3.5), (0.203125, 5.75), (3.9, 0.1), (0.0, 0.0), (2.0, 3.0),
-                  (4.0, 2.5), (1.5, 6.0), (4.0, 6.0), (1.203125, 1.203125)]
-        for y, x in points:
-            expected = _bilinear_reference(feature, y, x)
-            got = answer(feature.clone(), y, x)
-            assert close(got, expected, atol=1e-5), f"at (y, x) = ({y}, {x}) expected {expected:.4f}, got {float(got):.4f}"
-
-    return run_check("bilinear interpolation of one point", compare)
+# The example box (10, 10, 124, 124) at stride 32, moved along x by 0.49 cell = 15.68 pixels.
+SHIFTED_BOXES = {"to the right": (25.68, 10.0, 139.68, 124.0), "to the left": (-5.68, 10.0, 108.32, 124.0)}
 
 
-def check_snap(answer) -> bool:
-    """answer(boxes (K, 4) image pixels, spatial_scale) -> (K, 4) int64: RoIPool's first quantisation."""
+def check_shifted_roipool(answer) -> bool:
+    """answer() -> (2x2 output after the shift to the right, 2x2 output after the shift to the left)."""
 
     def compare():
         need_function(answer)
-        boxes = torch.tensor([[10.0, 10.0, 124.0, 124.0],
-                              [48.0, 80.0, 112.0, 144.0],  # exact halves at 1/32: 1.5, 2.5, 3.5, 4.5
-                              [0.0, 0.0, 31.0, 31.0],
-                              [16.0, 47.9, 80.1, 200.0]])  # (4, 4)
-        for scale in (1 / 32, 1 / 16):
-            expected = roi_ops._round_half_away(boxes * scale).long()  # (4, 4)
-            got = answer(boxes.clone(), scale)
-            assert isinstance(got, torch.Tensor), f"return a tensor, got {type(got).__name__}"
-            assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-            assert not got.is_floating_point(), f"return whole cells (an integer tensor), got dtype {got.dtype}"
-            wrong = (got != expected).any(dim=1).nonzero().flatten().tolist()
-            assert not wrong, (f"spatial_scale 1/{round(1 / scale)}, box {boxes[wrong[0]].tolist()}: "
-                               f"expected {expected[wrong[0]].tolist()}, got {got[wrong[0]].tolist()}")
+        got = answer()
+        assert isinstance(got, (tuple, list)) and len(got) == 2, "return two 2x2 outputs: (shift right, shift left)"
+        feature = _example_map()
+        for (name, coords), mine in zip(SHIFTED_BOXES.items(), got):
+            expected = roi_ops.roi_pool(feature, [torch.tensor([coords])], 2, 1 / 32)[0, 0]  # (2, 2)
+            mine = torch.as_tensor(mine, dtype=torch.float32)
+            assert mine.shape == (2, 2), f"shift {name}: give a 2x2 output [[b00, b01], [b10, b11]], got shape {tuple(mine.shape)}"
+            wrong = [(p, q) for p in range(2) for q in range(2) if abs(mine[p, q] - expected[p, q]) > 2e-3]
+            assert not wrong, (f"shift {name}: bin(s) {', '.join(f'({p},{q})' for p, q in wrong)} are not right; "
+                               "snap the shifted edges again and redo the bins")
 
-    return run_check("RoIPool's first quantisation", compare)
+    return run_check("RoIPool after a 0.49-cell shift", compare)
 
 
-def check_sample_positions(answer) -> bool:
-    """answer(x1, x2, spatial_scale, pooled, sampling_ratio) -> (pooled, sampling_ratio): RoIAlign's sample x's, aligned=False."""
+def _gradient_sum_cases():
+    """(features (B, 1, H, W), boxes (K, 5), output_size, spatial_scale, sampling_ratio) on which the answer is run."""
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(2, 1, 8, 10, generator=g)  # (2, 1, 8, 10)  stride 4: a 32 x 40 image
+    inside = torch.tensor([[0.0, 3.0, 2.0, 30.0, 25.0], [1.0, 10.5, 7.25, 21.0, 14.0],
+                           [1.0, 0.0, 0.0, 39.0, 31.0], [0.0, 12.0, 12.0, 13.0, 13.5]])  # (4, 5)  the last one < 1 cell
+    hanging = torch.tensor([[0.0, -12.0, 4.0, 12.0, 20.0], [1.0, 20.0, -30.0, 52.0, 10.0],
+                            [0.0, -40.0, -40.0, -8.0, -8.0]])  # (3, 5)  partly off the map, the last one wholly
+    return [(features, inside, 2, 1 / 4, 2), (features, inside, 3, 1 / 4, 1),
+            (features, hanging, 2, 1 / 4, 2), (features, torch.cat([inside, hanging]), (2, 3), 1 / 4, 3)]
+
+
+def check_bin_gradient_sums(answer) -> bool:
+    """answer(features (B, 1, H, W), boxes (K, 5), output_size, spatial_scale, sampling_ratio) -> (K, ph, pw)."""
 
     def compare():
         need_function(answer)
-        cases = [(10.0, 124.0, 1 / 32, 2, 1), (10.0, 124.0, 1 / 32, 2, 2), (3.0, 50.0, 1 / 8, 7, 2),
-                 (17.5, 90.25, 1 / 4, 3, 3), (40.0, 45.0, 1 / 16, 2, 2)]  # the last box is narrower than a cell
-        for x1, x2, scale, pooled, ratio in cases:
-            rois = torch.tensor([[0.0, x1, 0.0, x2, 1.0]])  # (1, 5)
-            _, start_x, _, width_roi, _ = roi_ops._roi_geometry(rois, scale, aligned=False)  # (1,) x2
-            expected, _ = roi_ops._sample_positions(start_x, width_roi, pooled, torch.tensor([ratio]), ratio)  # (1, P, G)
-            expected = expected[0]  # (P, G)
-            got = answer(x1, x2, scale, pooled, ratio)
+        for features, boxes, size, scale, ratio in _gradient_sum_cases():
+            # RoIAlign is linear in the map, so the sum of a bin's gradient is its output on a map of ones.
+            expected = roi_ops.roi_align(torch.ones_like(features), boxes, size, scale, ratio)[:, 0]  # (K, ph, pw)
+            got = answer(features.clone(), boxes.clone(), size, scale, ratio)
             got = torch.as_tensor(got)
-            assert got.shape == expected.shape, (f"box x {x1}..{x2}, pooled {pooled}, sampling_ratio {ratio}: "
-                                                 f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
-            assert close(got, expected, atol=1e-5), (f"box x {x1}..{x2} at 1/{round(1 / scale)}, pooled {pooled}, "
-                                                     f"sampling_ratio {ratio}: expected {expected.tolist()}, got {got.tolist()}")
+            assert got.shape == expected.shape, (f"output_size {size}, {len(boxes)} boxes: shape {tuple(got.shape)}, "
+                                                 f"expected (K, ph, pw) = {tuple(expected.shape)}")
+            bad = (got - expected).abs().flatten(1).amax(dim=1) > 1e-4  # (K,)
+            if bad.any():
+                k = int(bad.nonzero()[0, 0])
+                assert False, (f"box {boxes[k, 1:].tolist()} (image {int(boxes[k, 0])}, map {features.shape[-2]}x"
+                               f"{features.shape[-1]}, spatial_scale 1/{round(1 / scale)}, sampling_ratio {ratio}): expected "
+                               f"{expected[k].tolist()}, got {got[k].tolist()}")
 
-    return run_check("sample positions of RoIAlign's bins", compare)
+    return run_check("each bin's gradient sum", compare)
+
+
+def _aligned_cases():
+    """(features (C, H, W), boxes (K, 4), output_size, spatial_scale, sampling_ratio) for the debug exercise."""
+    g = torch.Generator().manual_seed(7)
+    features = torch.randn(3, 12, 10, generator=g)  # (3, 12, 10)
+    cases = []
+    for scale in (1.0, 1 / 4, 1 / 8, 1 / 16):
+        size = torch.tensor([10.0, 12.0]) / scale  # the map's extent in pixels (x, y)
+        corner = torch.rand(5, 2, generator=g) * size * 0.7  # (5, 2)
+        boxes = torch.cat([corner, corner + (0.1 + 0.3 * torch.rand(5, 2, generator=g)) * size], dim=1)  # (5, 4)
+        boxes = torch.cat([boxes, torch.cat([-0.2 * size, 0.4 * size])[None]])  # (6, 4)  one over the top-left border
+        cases += [(features, boxes, 2, scale, 2), (features, boxes, 3, scale, 1)]
+    return cases
+
+
+def check_aligned_roi_align(answer) -> bool:
+    """answer(features (C, H, W), boxes (K, 4), output_size, spatial_scale, sampling_ratio) -> (K, C, P, P), aligned=True."""
+
+    def compare():
+        need_function(answer)
+        for features, boxes, size, scale, ratio in _aligned_cases():
+            expected = roi_ops.roi_align(features[None], [boxes], size, scale, ratio, aligned=True)  # (K, C, P, P)
+            got = torch.as_tensor(answer(features.clone(), boxes.clone(), size, scale, ratio))
+            assert got.shape == expected.shape, f"spatial_scale 1/{round(1 / scale)}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+            assert close(got, expected, atol=1e-4), (
+                f"spatial_scale 1/{round(1 / scale)}, output_size {size}, sampling_ratio {ratio}: differs from "
+                f"roi_align(..., aligned=True) by up to {(got - expected).abs().max():.4f}")
+
+    return run_check("RoIAlign with aligned=True", compare)

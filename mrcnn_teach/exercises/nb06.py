@@ -4,63 +4,32 @@ from __future__ import annotations
 
 import torch
 
-from . import close, run_check
+from . import close, need_function, run_check
+
+# Exercise 1: square boxes of these sides (pixels), pooled with FPN Eq. 1 at canonical_scale = 32.
+LEVEL_SIDES = (8.0, 16.0, 23.0, 31.0, 45.0, 64.0, 90.0)
+LOW_CANONICAL_SCALE = 32
 
 
-def _level_test_boxes() -> torch.Tensor:
-    """Boxes the student did not choose: exact level boundaries, tiny and huge boxes, random ones."""
-    g = torch.Generator().manual_seed(606)
-    sides = torch.tensor([4.0, 40.0, 111.5, 112.0, 150.0, 224.0, 300.0, 448.0, 900.0, 2000.0])  # (10,)
-    squares = torch.stack([torch.full_like(sides, 5.0), torch.full_like(sides, 7.0), 5.0 + sides, 7.0 + sides], 1)
-    wide = torch.tensor([[0.0, 0.0, 224.0, 56.0], [10.0, 10.0, 458.0, 122.0], [0.0, 0.0, 896.0, 224.0]])  # (3, 4)
-    xy = torch.rand(40, 2, generator=g) * 200  # (40, 2)
-    wh = torch.exp(torch.rand(40, 2, generator=g) * 6.5) + 1.0  # (40, 2) sizes from 2 to ~670 px
-    random_boxes = torch.cat([xy, xy + wh], dim=1)  # (40, 4)
-    return torch.cat([squares, wide, random_boxes])  # (53, 4)
-
-
-def check_assign_levels(my_assign_levels) -> bool:
-    """my_assign_levels(boxes (N, 4)) -> (N,) FPN level k in 2..5 (FPN Eq. 1, k0 = 4, clamped)."""
+def check_levels_at_low_scale(answer) -> bool:
+    """answer() -> the level k (2..5) of each side of LEVEL_SIDES with canonical_scale = 32, k0 = 4."""
     from ..poolers import assign_levels
 
     def compare():
-        boxes = _level_test_boxes()
-        expected = assign_levels(boxes) + 2  # (N,) library index 0..3 -> level 2..5
-        got = torch.as_tensor(my_assign_levels(boxes.clone()))
-        assert got.shape == expected.shape, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-        if bool((got >= 0).all()) and bool((got <= 3).all()) and not bool((got >= 2).all()):
-            raise AssertionError("return the level k itself (2..5), not an index 0..3")
-        wrong = torch.nonzero(got.to(torch.int64) != expected).flatten()
-        if wrong.numel():
-            j = int(wrong[0])
-            b = boxes[j]
-            side = float(torch.sqrt((b[2] - b[0]) * (b[3] - b[1])))
-            raise AssertionError(f"{wrong.numel()} of {len(boxes)} boxes wrong, e.g. box {b.tolist()} "
-                                 f"(sqrt(wh) = {side:.1f}): expected P{int(expected[j])}, got {int(got[j])}")
+        need_function(answer)
+        sides = torch.tensor(LEVEL_SIDES)  # (7,)
+        boxes = torch.stack([torch.zeros(7), torch.zeros(7), sides, sides], dim=1)  # (7, 4)
+        expected = (assign_levels(boxes, canonical_scale=LOW_CANONICAL_SCALE) + 2).tolist()  # levels 2..5
+        got = answer()
+        assert got is not None, "your function returned None"
+        got = [int(k) for k in got]
+        assert len(got) == len(expected), f"expected {len(expected)} levels, one per side, got {len(got)}"
+        if all(0 <= k <= 3 for k in got) and not all(k >= 2 for k in got):
+            raise AssertionError("give the level k itself (2..5), not an index 0..3")
+        wrong = [f"side {s:g} px: P{k}, not P{g}" for s, k, g in zip(LEVEL_SIDES, expected, got) if k != g]
+        assert not wrong, f"{len(wrong)} of {len(expected)} wrong, e.g. " + "; ".join(wrong[:2])
 
-    return run_check("FPN level assignment", compare)
-
-
-def check_gt_class_deltas(my_gt_class_deltas) -> bool:
-    """my_gt_class_deltas(box_deltas (N, (K+1)*4), labels (N,)) -> (P, 4) deltas of the GT class of the positives."""
-
-    def compare():
-        g = torch.Generator().manual_seed(607)
-        for num_rois, num_classes in ((12, 4), (30, 91)):
-            deltas = torch.randn(num_rois, num_classes * 4, generator=g)  # (N, (K+1)*4)
-            labels = torch.randint(0, num_classes, (num_rois,), generator=g)  # (N,)
-            labels[:3] = torch.tensor([0, num_classes - 1, 1])  # background, last class and class 1 present
-            positive = torch.nonzero(labels > 0).squeeze(1)  # (P,)
-            expected = deltas.reshape(num_rois, num_classes, 4)[positive, labels[positive]]  # (P, 4)
-            got = my_gt_class_deltas(deltas.clone(), labels.clone())
-            assert got is not None, "your function returned None"
-            got = torch.as_tensor(got)
-            assert got.shape == expected.shape, (f"with K+1 = {num_classes}: expected shape {tuple(expected.shape)} "
-                                                 f"(one row per positive RoI), got {tuple(got.shape)}")
-            assert close(got, expected), (f"with K+1 = {num_classes}: wrong values; row i should be columns "
-                                          f"4c..4c+3 of the i-th positive RoI, c its label")
-
-    return run_check("deltas of the GT class", compare)
+    return run_check("levels at canonical_scale 32", compare)
 
 
 def check_sample_counts(my_sample_counts) -> bool:
@@ -69,6 +38,7 @@ def check_sample_counts(my_sample_counts) -> bool:
     from ..matcher import BalancedSampler
 
     def compare():
+        need_function(my_sample_counts)
         cases = [(40, 500, 512, 0.25), (3, 500, 512, 0.25), (200, 20, 64, 0.25), (10, 10, 64, 0.25),
                  (16, 300, 64, 0.25), (0, 100, 256, 0.5), (300, 0, 256, 0.5)]
         for num_positive, num_negative, batch_size, fraction in cases:
@@ -83,3 +53,45 @@ def check_sample_counts(my_sample_counts) -> bool:
                                      f"fraction {fraction}: expected {expected}, got {got}")
 
     return run_check("sample counts", compare)
+
+
+def _box_loss_cases():
+    """(box_deltas (N, (K+1)*4), labels (N,), regression_targets (N, 4)): errors both inside and beyond beta."""
+    g = torch.Generator().manual_seed(606)
+    cases = []
+    for num_rois, num_classes, scale in ((8, 4, 1.0), (20, 4, 0.05), (30, 91, 0.3)):
+        labels = torch.randint(0, num_classes, (num_rois,), generator=g)  # (N,)
+        labels[:3] = torch.tensor([0, num_classes - 1, 1])  # background, the last class and class 1 present
+        targets = torch.randn(num_rois, 4, generator=g)  # (N, 4)
+        deltas = torch.randn(num_rois, num_classes * 4, generator=g) * scale  # (N, (K+1)*4)
+        deltas.reshape(num_rois, num_classes, 4)[torch.arange(num_rois), labels] += targets  # errors ~ scale
+        cases.append((deltas, labels, targets))
+    return cases
+
+
+def check_box_loss_gradient(my_box_loss_gradient) -> bool:
+    """my_box_loss_gradient(box_deltas, labels, regression_targets) -> (N, (K+1)*4) d L_box / d box_deltas,
+    compared with autograd through roi_heads.box_loss (smooth-L1, beta = 1/9, summed, divided by N)."""
+    from ..roi_heads import box_loss
+
+    def compare():
+        need_function(my_box_loss_gradient)
+        for deltas, labels, targets in _box_loss_cases():
+            leaf = deltas.clone().requires_grad_(True)  # (N, (K+1)*4)
+            logits = torch.zeros(len(labels), deltas.shape[1] // 4)  # (N, K+1) the class loss plays no part
+            _, loss = box_loss(logits, leaf, [labels], [targets])
+            (expected,) = torch.autograd.grad(loss, leaf)  # (N, (K+1)*4)
+            got = my_box_loss_gradient(deltas.clone(), labels.clone(), targets.clone())
+            assert got is not None, "your function returned None"
+            got = torch.as_tensor(got)
+            K1 = deltas.shape[1] // 4
+            assert got.shape == expected.shape, (f"with N = {len(labels)}, K+1 = {K1}: expected shape "
+                                                 f"{tuple(expected.shape)}, got {tuple(got.shape)}")
+            if not close(got, expected, atol=1e-6):
+                bad = torch.nonzero((got - expected).abs() > 1e-6)[0].tolist()
+                n, col = bad
+                raise AssertionError(
+                    f"with N = {len(labels)}, K+1 = {K1}: wrong at RoI {n} (label {int(labels[n])}), column "
+                    f"{col} (class {col // 4}): expected {float(expected[n, col]):.5f}, got {float(got[n, col]):.5f}")
+
+    return run_check("gradient of the box loss", compare)

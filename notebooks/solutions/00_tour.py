@@ -1,54 +1,113 @@
 """Worked solutions of the exercises of 00_tour.ipynb (for teachers; tests/test_exercises.py runs them)."""
 
-import math
+import torch
 
-from mrcnn_teach.exercises.nb00 import check_anchor_count, check_feature_sizes, check_fpn_level
-
-
-def feature_sizes(H, W):
-    """(h, w) of P2..P6 for a padded H x W batch (H, W multiples of 32)."""
-    sizes = [(H // 2**level, W // 2**level) for level in (2, 3, 4, 5)]  # P2..P5: exact strides 4..32
-    h5, w5 = sizes[-1]
-    sizes.append((math.ceil(h5 / 2), math.ceil(w5 / 2)))  # P6: kernel 1, stride 2 keeps ceil(n / 2)
-    return sizes
+from mrcnn_teach.exercises.nb00 import check_flatten, check_unrolled, check_variant_shapes
+from mrcnn_teach.rpn import flatten_head_outputs
 
 
-def count_anchors(H, W, anchors_per_location=3):
-    """shapes_tiny: 3 anchors (one size, three aspect ratios) at every position of P2..P6."""
-    return sum(h * w * anchors_per_location for h, w in feature_sizes(H, W))
+def predict_shapes():
+    """The variant: 128 FPN channels, 3 sizes x 3 ratios = k = 9 anchors per position, K+1 = 6 classes,
+    a batch of B = 2 padded to 96x160, N = 100 proposals per image, D = 7 detections."""
+    B, C, k, classes = 2, 128, 9, 6
+    sides = [(96 // s, 160 // s) for s in (4, 8, 16, 32)]  # P2..P5: (24, 40) (12, 20) (6, 10) (3, 5)
+    sides.append(((3 + 1) // 2, (5 + 1) // 2))  # P6 = P5 subsampled with stride 2: ceil -> (2, 3)
+    return {
+        "P6": (B, C, 2, 3),
+        "objectness_P2": (B, k, 24, 40),
+        "deltas_P6": (B, 4 * k, 2, 3),
+        "anchors": k * sum(h * w for h, w in sides),  # 9 * 1281 = 11529, per image
+        "class_logits": (B * 100, classes),  # the RoIs of both images in one batch
+        "box_deltas": (B * 100, 4 * classes),
+        "mask_logits": (7, classes, 28, 28),
+    }
 
 
-def fpn_level(w, h):
-    """FPN Eq. 1: k = floor(4 + log2(sqrt(w h) / 224)), clamped to 2..5.
+def my_flatten(objectness_maps, delta_maps):
+    """(B, k, h, w) and (B, 4k, h, w) per level -> (B, A), (B, A, 4): level, row, column, anchor."""
+    flat_objectness, flat_deltas, num_per_level = [], [], []
+    for obj, dlt in zip(objectness_maps, delta_maps):
+        B, k, h, w = obj.shape
+        flat_objectness.append(obj.permute(0, 2, 3, 1).reshape(B, h * w * k))  # (B, h*w*k)
+        # channel 4a + j is delta j of anchor a: view as (k, 4), not (4, k)
+        flat_deltas.append(dlt.view(B, k, 4, h, w).permute(0, 3, 4, 1, 2).reshape(B, h * w * k, 4))
+        num_per_level.append(h * w * k)
+    return torch.cat(flat_objectness, dim=1), torch.cat(flat_deltas, dim=1), num_per_level
 
-    The small epsilon keeps exact boundaries (e.g. 112x112 -> exactly 3) from being floored one level
-    down by float round-off, as the library does.
-    """
-    k = math.floor(4 + math.log2(math.sqrt(w * h) / 224) + 1e-6)
-    return min(max(k, 2), 5)
+
+def detect_by_hand(model, images):
+    """MaskRCNN.forward at inference for any batch, its RPN and RoI heads unrolled."""
+    batch, image_sizes, _ = model.transform(images)  # (B, 3, H, W)
+    B = batch.shape[0]
+    features = model.backbone(batch)  # [P2..P6]
+    objectness_maps, delta_maps = model.rpn.head(features)
+    objectness, deltas, num_per_level = flatten_head_outputs(objectness_maps, delta_maps)  # (B, A), (B, A, 4)
+    anchors = model.rpn.anchor_generator(tuple(batch.shape[-2:]), [tuple(P.shape[-2:]) for P in features])
+    A = anchors.shape[0]  # the same anchors for every image of the batch
+    boxes = model.rpn.box_coder.decode(deltas.reshape(B * A, 4), anchors.repeat(B, 1)).view(B, A, 4)
+    proposals, _ = model.rpn.propose(boxes, objectness, image_sizes, num_per_level)  # B x (N_i, 4)
+    roi_heads = model.roi_heads
+    class_logits, box_deltas = roi_heads.box_logits(features, proposals, image_sizes)
+    det_boxes, det_scores, det_labels = roi_heads.postprocess_detections(class_logits, box_deltas, proposals,
+                                                                         image_sizes)
+    masks = roi_heads.predict_masks(features, det_boxes, det_labels, image_sizes)  # B x (D_i, 1, 28, 28)
+    detections = [dict(boxes=b, labels=l, scores=s, masks=m)
+                  for b, l, s, m in zip(det_boxes, det_labels, det_scores, masks)]
+    original_sizes = [tuple(img.shape[-2:]) for img in images]  # before resizing, not image_sizes
+    return model.transform.postprocess(detections, image_sizes, original_sizes)
 
 
 CHECKS = [
-    (check_feature_sizes, feature_sizes),
-    (check_anchor_count, count_anchors),
-    (check_fpn_level, fpn_level),
+    (check_variant_shapes, predict_shapes),
+    (check_flatten, my_flatten),
+    (check_unrolled, detect_by_hand),
 ]
 
 
-def _p6_like_p5(H, W):  # forgets the ceil: a 96-px side gives a 3-px P5 and a 2-px (not 1-px) P6
-    return [(H // 2**level, W // 2**level) for level in (2, 3, 4, 5, 6)]
+def _shapes_with_floor_p6():  # P6 = P5 // 2 forgets that a 3-cell side keeps 2 cells
+    return {**predict_shapes(), "P6": (2, 128, 1, 2), "deltas_P6": (2, 36, 1, 2),
+            "anchors": 9 * (24 * 40 + 12 * 20 + 6 * 10 + 3 * 5 + 1 * 2)}
 
 
-def _anchors_without_p6(H, W):  # forgets the P6 level
-    return sum(h * w * 3 for h, w in feature_sizes(H, W)[:4])
+def _shapes_with_k_classes():  # K = 5 object classes, forgetting the background column
+    return {**predict_shapes(), "class_logits": (200, 5), "box_deltas": (200, 20), "mask_logits": (7, 5, 28, 28)}
 
 
-def _level_unclamped(w, h):  # forgets to clamp to 2..5
-    return math.floor(4 + math.log2(math.sqrt(w * h) / 224) + 1e-6)
+def _flatten_deltas_as_4_by_k(objectness_maps, delta_maps):  # the notebook's buggy copy: right when k = 1
+    flat_objectness, flat_deltas, num_per_level = [], [], []
+    for obj, dlt in zip(objectness_maps, delta_maps):
+        B, k, h, w = obj.shape
+        flat_objectness.append(obj.permute(0, 2, 3, 1).reshape(B, h * w * k))
+        flat_deltas.append(dlt.view(B, 4, k, h, w).permute(0, 3, 4, 2, 1).reshape(B, h * w * k, 4))
+        num_per_level.append(h * w * k)
+    return torch.cat(flat_objectness, dim=1), torch.cat(flat_deltas, dim=1), num_per_level
+
+
+def _flatten_without_permute(objectness_maps, delta_maps):  # anchor index first: (a, y, x) order
+    B = objectness_maps[0].shape[0]
+    objectness = torch.cat([o.reshape(B, -1) for o in objectness_maps], dim=1)
+    deltas = torch.cat([d.reshape(B, -1, 4) for d in delta_maps], dim=1)
+    return objectness, deltas, [o[0].numel() for o in objectness_maps]
+
+
+def _detect_pasting_into_resized(model, images):  # passes image_sizes as the original sizes
+    postprocess = model.transform.postprocess
+    model.transform.postprocess = lambda detections, sizes, original: postprocess(detections, sizes, sizes)
+    return detect_by_hand(model, images)
+
+
+def _detect_masks_of_class_1(model, images):  # keeps mask channel 1 for every detection, not its class's
+    predict_masks = model.roi_heads.predict_masks
+    model.roi_heads.predict_masks = lambda features, boxes, labels, sizes: predict_masks(
+        features, boxes, [torch.ones_like(l) for l in labels], sizes)
+    return detect_by_hand(model, images)
 
 
 WRONG = [
-    (check_feature_sizes, _p6_like_p5),
-    (check_anchor_count, _anchors_without_p6),
-    (check_fpn_level, _level_unclamped),
+    (check_variant_shapes, _shapes_with_floor_p6),
+    (check_variant_shapes, _shapes_with_k_classes),
+    (check_flatten, _flatten_deltas_as_4_by_k),
+    (check_flatten, _flatten_without_permute),
+    (check_unrolled, _detect_pasting_into_resized),
+    (check_unrolled, _detect_masks_of_class_1),
 ]
