@@ -13,7 +13,7 @@
 #   computed by hand and matched to the library;
 # - why, under this loss, every other channel gets exactly zero gradient from an RoI, while a per-pixel
 #   softmax sends gradient into every channel and makes the classes compete;
-# - what is right and what is loose in the seed's softmax discussion: the softmax loss is perfectly
+# - two common mistakes about a softmax over the mask channels: the softmax loss is perfectly
 #   well-defined (the paper trains it: 24.8 vs 30.3 mask AP), and it is not semantic segmentation;
 # - class-agnostic masks (N×1×28×28) and what per-class masks cost in memory for 3, 80 and 1000 classes.
 #
@@ -21,7 +21,22 @@
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (how the targets are resampled).
 #
 # **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 3 minutes; later notebooks load it in a second.
+# model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+
+# %%
+# On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
+# Anywhere else (a clone after `make install`, Binder) this cell does nothing.
+import importlib.util
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("mrcnn_teach") is None:
+    import subprocess
+    from importlib.metadata import version
+
+    keep = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]  # e.g. torch==2.8.0+cu126
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "mrcnn_teach @ git+https://github.com/mrcnn-teach/mrcnn_teach", *keep], check=True)
+    importlib.invalidate_caches()
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes
@@ -246,11 +261,11 @@ plt.show()
 # triangle channels, to be *low* on this object — a circle-shaped hole is pushed into every other class's
 # mask. The mask branch now has to decide the class at each pixel, which is the classifier's job.
 #
-# ## 4. Erratum: the softmax is well-defined — it couples mask and class
+# ## 4. Common mistake: "a softmax over the mask channels is ill-defined"
 #
-# The seed calls a softmax over the mask channels invalid and ill-defined, on the grounds that only one
-# channel is supervised, and expects it to produce wrong gradients and unstable training. What it gets
-# right is the design choice: Mask R-CNN deliberately predicts independent per-class masks and lets the box branch's classifier pick
+# It is often said that a softmax over the mask channels would be invalid and ill-defined, because only
+# one channel is supervised, and that it would produce wrong gradients and unstable training. What that
+# gets right is the design choice: Mask R-CNN deliberately predicts independent per-class masks and lets the box branch's classifier pick
 # the one to use; the paper calls this *decoupling* mask and class prediction, and its ablation (Table 2b,
 # ResNet-50-C4 on COCO) measures it at **30.3 mask AP for the per-class sigmoid against 24.8 for a
 # per-pixel softmax** — the paper's numbers, not ours.
@@ -285,7 +300,7 @@ assert torch.isfinite(l_sig) and torch.isfinite(l_soft)
 print(f"real circle RoI: sigmoid BCE {l_sig.item():.4f}   softmax CE {l_soft.item():.4f}")
 
 # %% [markdown]
-# **Erratum: per-RoI softmax is not semantic segmentation.** The seed then argues that training the mask
+# **Common mistake: "a per-RoI softmax is semantic segmentation".** The argument goes that training the mask
 # branch with a softmax would require merging overlapping instances into one class map per pixel, as in
 # semantic segmentation, and that this would destroy the separation of instances. That conflates two things. Semantic
 # segmentation labels the pixels of the *whole image* by class: two touching circles become one "circle"
@@ -331,7 +346,7 @@ plt.show()
 
 # %% [markdown]
 # (b) and (c) hold the same information; only the loss applied to them differs. (d) is a different task.
-# So the seed's conclusion, that a softmax would turn Mask R-CNN into a semantic segmentation network,
+# So the conclusion that a softmax would turn Mask R-CNN into a semantic segmentation network,
 # does not follow; the real cost of the softmax is the coupling of section 3, and the paper's gap of
 # 5.5 mask AP measures it. Notebook 12 runs such an ablation on our own model and data.
 #

@@ -17,7 +17,7 @@
 # - what the `Trainer` adds: a per-step log, atomic checkpoints, and resumption that gives the same
 #   weights, bit for bit, as a run that never stopped;
 # - the commands for a full run (CPU budget, `--amp` on a GPU, several GPUs with `torchrun`), and the
-#   500-step run behind the model the other notebooks load.
+#   700-step run behind the model the other notebooks load.
 #
 # **Builds on:** [01 — Backbone](01_backbone.ipynb) (normalisation: frozen BN, BN, GroupNorm),
 # [04 — RPN](04_rpn.ipynb) (the RPN's two losses), [06 — Heads](06_heads.ipynb) and
@@ -25,8 +25,23 @@
 # (the model in train mode returns the loss dict).
 #
 # **Run time:** about 40 s on a 2-core CPU, most of it the live training of section 5; the first
-# notebook you run also trains the shared shapes model once, about 3 minutes; later notebooks load it
+# notebook you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it
 # in a second.
+
+# %%
+# On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
+# Anywhere else (a clone after `make install`, Binder) this cell does nothing.
+import importlib.util
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("mrcnn_teach") is None:
+    import subprocess
+    from importlib.metadata import version
+
+    keep = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]  # e.g. torch==2.8.0+cu126
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "mrcnn_teach @ git+https://github.com/mrcnn-teach/mrcnn_teach", *keep], check=True)
+    importlib.invalidate_caches()
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes
@@ -308,13 +323,13 @@ assert abs(scales.median() - 1.0) < 0.05
 # "approximate joint training" (Ren et al. 2015, Sec. 3.2), which torchvision and this library use; the
 # Mask R-CNN paper trains its RPN separately for its ablations, for convenience (Sec. 3.1).
 #
-# **Erratum.** The first seed writes "the total loss" as the classification term plus the box
-# regression term of the detection head alone. That is the loss of the box branch only. Trained on it,
+# **Common mistake: "the total loss is the classification loss plus the box loss".** Those are the
+# two terms of the detection head alone: the loss of the box branch only. Trained on it,
 # the RPN would learn nothing, because its proposals reach the heads detached (`rpn.py` cuts the graph
 # there: no gradient flows back through the proposal boxes), and the mask branch would learn nothing,
 # because no term depends on it. We run one forward pass of a fresh model on 4 images and ask, for each
-# part, whether its parameters receive a gradient from the seed's two-term loss and from the five-term
-# sum. We expect "no" for the RPN and both mask modules under the seed's loss.
+# part, whether its parameters receive a gradient from that two-term loss and from the five-term
+# sum. We expect "no" for the RPN and both mask modules under the two-term loss.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -335,15 +350,15 @@ def parts_with_gradient(loss):
 
 
 loss_dict = demo_model(images, targets)  # 5 scalar losses
-seed_loss = loss_dict["loss_classifier"] + loss_dict["loss_box_reg"]  # () the seed's "total loss"
+two_terms = loss_dict["loss_classifier"] + loss_dict["loss_box_reg"]  # () the box branch's loss only
 full_loss = sum(loss_dict.values())  # () what training_step minimises
-seed_grads, full_grads = parts_with_gradient(seed_loss), parts_with_gradient(full_loss)
+two_grads, full_grads = parts_with_gradient(two_terms), parts_with_gradient(full_loss)
 print("loss terms:", ", ".join(loss_dict))
-print(f"{'part':<16}{'seed: L_cls + L_box':>22}{'all five terms':>16}")
+print(f"{'part':<16}{'L_cls + L_box only':>22}{'all five terms':>16}")
 for name in parts:
-    print(f"{name:<16}{'yes' if seed_grads[name] else 'NO':>22}{'yes' if full_grads[name] else 'NO':>16}")
+    print(f"{name:<16}{'yes' if two_grads[name] else 'NO':>22}{'yes' if full_grads[name] else 'NO':>16}")
 assert all(v.shape == () for v in loss_dict.values()) and len(loss_dict) == 5
-assert not seed_grads["RPN head"] and not seed_grads["mask predictor"] and all(full_grads.values())
+assert not two_grads["RPN head"] and not two_grads["mask predictor"] and all(full_grads.values())
 
 # %% [markdown]
 # ## 3. One training step
@@ -362,7 +377,8 @@ show_source(training_step)
 # clipping, which is what a log wants. The `scaler` branches serve mixed precision.
 #
 # One step on our 4 images, starting from the fresh model. We print the five losses and the gradient
-# norm, and check that every trainable weight moved. Two losses can be predicted before any training:
+# norm, and check that every trainable tensor received a non-zero gradient (that every weight moved
+# proves little: weight decay alone moves every weight that is not zero). Two losses can be predicted before any training:
 # a fresh binary classifier says $p \approx 0.5$, so $L_{objectness} \approx \ln 2 = 0.69$; and with
 # 4 classes nearly uniform, $L_{cls} \approx \ln 4 = 1.39$.
 
@@ -371,12 +387,15 @@ optimizer = build_optimizer(demo_model, get_train_config("shapes_tiny"))  # SGD,
 before = [p.detach().clone() for p in demo_model.parameters()]
 loss_dict, grad_norm = training_step(demo_model, optimizer, images, targets, grad_clip=10.0)
 moved = sum(not torch.equal(b, p) for b, p in zip(before, demo_model.parameters()))
+# Weight decay alone moves every weight that is not zero, so "moved" proves little: count the gradients.
+with_grad = sum(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in demo_model.parameters())
 for name, value in loss_dict.items():
     print(f"{name:<18} {value.item():.3f}")
 print(f"{'sum':<18} {sum(loss_dict.values()).item():.3f}")
-print(f"gradient norm before clipping: {grad_norm:.2f}; parameters that moved: {moved} of {len(before)}")
+print(f"gradient norm before clipping: {grad_norm:.2f}; parameters that moved: {moved} of {len(before)}, "
+      f"with a non-zero gradient: {with_grad}")
 assert all(v.shape == () for v in loss_dict.values())
-assert moved == len(before)
+assert moved == len(before) and with_grad == len(before)  # every trainable tensor got a gradient
 
 # %% [markdown]
 # ## 4. The recipe
@@ -384,12 +403,16 @@ assert moved == len(before)
 # The paper trains on COCO for 160k iterations of 16 images (8 GPUs, 2 images each), with SGD at
 # learning rate 0.02, divided by 10 at iteration 120k, weight decay 0.0001 and momentum 0.9 (Sec. 3.1,
 # "Training"). The library's presets keep the optimiser and place the decays at fractions of the run,
-# so one rule serves runs of any length. The next cell prints the paper's recipe beside the two presets
-# (`resnet50_fpn` is torchvision's COCO recipe, `shapes_tiny` ours for the CPU).
+# so one rule serves runs of any length. A preset's `lr` is the rate for a total batch of `lr_batch`
+# images; a run with another total batch (GPUs × images per GPU) uses `lr × batch / lr_batch`, the
+# linear scaling rule of Goyal et al. (2017), computed by `scaled_lr` and printed when training starts.
+# On one GPU with 2 images, `resnet50_fpn`'s 0.02 for 16 images becomes 0.0025. The next cell prints the
+# paper's recipe beside the two presets (`resnet50_fpn` is torchvision's COCO recipe, `shapes_tiny` ours
+# for the CPU).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-paper = dict(model="ResNet-50/101-FPN", batch_size=16, lr=0.02, momentum=0.9, weight_decay=1e-4,
+paper = dict(model="ResNet-50/101-FPN", batch_size=16, lr=0.02, lr_batch=16, momentum=0.9, weight_decay=1e-4,
              warmup_steps="-", milestones="120k of 160k (0.75)", grad_clip="-", norm="frozen BN")
 print(f"{'':<14}{'paper':>22}{'resnet50_fpn':>20}{'shapes_tiny':>20}")
 for key in paper:
@@ -464,7 +487,7 @@ show_source(WarmupStepDecay)
 # $0.001 \cdot 0.02 = 0.00002$. The preset also has a 10-minute budget: after a few timed steps, the
 # `Trainer` fits the whole schedule into the steps that will fit (`fit_to_budget`: milestones at the same
 # fractions, warm-up at most 10% of the run). On a laptop CPU that is about 900 steps. The cached model
-# of section 8 runs a fixed 500 steps with the full 100-step warm-up. The next cell prints the three
+# of section 8 runs a fixed 700 steps with the full 100-step warm-up. The next cell prints the three
 # schedules' key steps (0-based optimizer steps) and the rate at each.
 
 # %%
@@ -475,19 +498,19 @@ full_run = WarmupStepDecay(preset.epochs * per_epoch, preset.warmup_steps, prese
                            preset.milestones, preset.gamma)
 fitted_run = copy.deepcopy(full_run)
 fitted_run.fit_to_budget(900)  # what the Trainer does once it has timed a few steps
-cached_cfg = pretrained.train_config(500)  # the cached model's recipe (section 8): no budget, nothing fitted
+cached_cfg = pretrained.train_config(pretrained.DEFAULT_STEPS)  # the cached model's recipe (section 8): no budget, nothing fitted
 cached_run = WarmupStepDecay(cached_cfg.epochs * steps_per_epoch(cached_cfg.train_images, cached_cfg, 1),
                              cached_cfg.warmup_steps, cached_cfg.warmup_factor, cached_cfg.milestones,
                              cached_cfg.gamma)
 schedules = {"preset, 12 epochs": full_run, "fitted to ~900 steps": fitted_run,
-             "cached model, 500 steps": cached_run}
+             f"cached model, {pretrained.DEFAULT_STEPS} steps": cached_run}
 for name, schedule in schedules.items():
     lrs = {s: preset.lr * schedule(s) for s in (0, schedule.warmup_steps // 2, schedule.warmup_steps,
                                                 *schedule.milestone_steps)}
     print(f"{name:<24} T={schedule.total_steps:<5} W={schedule.warmup_steps:<4} "
           f"milestones={schedule.milestone_steps}  lr at " + ", ".join(f"{s}: {v:.5f}" for s, v in lrs.items()))
 assert per_epoch == 250 and full_run.milestone_steps == [2250, 2700]
-assert cached_run.total_steps == 500 and cached_run.milestone_steps == [375, 450]
+assert cached_run.total_steps == 750 and cached_run.milestone_steps == [562, 675]  # 3 epochs; stops at 700
 
 # %% [markdown]
 # The same three schedules drawn over their runs (log scale, so each decay is one equal step down), and
@@ -579,7 +602,8 @@ assert set(norm_layers) == {"GroupNorm"}
 
 # %%
 STEPS, BATCH, LR, WARMUP = 120, 4, 0.01, 20
-live_cfg = get_train_config("shapes_tiny", batch_size=BATCH, lr=LR, warmup_steps=WARMUP)
+live_cfg = get_train_config("shapes_tiny", batch_size=BATCH, lr=LR, lr_batch=BATCH,  # LR as given, unscaled
+                            warmup_steps=WARMUP)
 torch.manual_seed(0)
 model = build_maskrcnn(live_cfg.model, num_classes=4).train()
 optimizer = build_optimizer(model, live_cfg)
@@ -632,7 +656,8 @@ ax_lr.legend(*[sum(x, []) for x in zip(ax_lr.get_legend_handles_labels(), ax_nor
 plt.show()
 
 # %% [markdown]
-# Two minutes of CPU do not make a good detector; the 500-step model of section 8 took about four.
+# Two minutes of CPU do not make a good detector; the model of section 8 trains more than five times as
+# many steps, on twice the batch.
 # What the curves show is the shape of every Mask R-CNN run: a fast fall as the RPN learns where the
 # objects are, a slow middle in which the classifier and the masks improve, and less noise once the
 # learning rate drops.
@@ -862,20 +887,29 @@ workdir.cleanup()  # the temporary runs of sections 6 and 7 are no longer needed
 show_source(pretrained.train_config)
 
 # %% [markdown]
-# 500 steps of 8 images are 4000 images, two epochs of the 2000, with the preset's 100-step warm-up
-# and decays at optimizer steps 375 and 450 (75% and 90%). `pretrained.training_log()` returns the log
-# of that run (it trains the model first if it is not cached yet). The log counts completed steps from 1,
-# so the first record at the lower rate is step 376. The next cell prints the recipe's schedule and a
-# few records of the log.
+# 700 steps of 8 images are 5600 images, 2.8 epochs of the 2000. `train_config` lets the schedule span
+# whole epochs (3 epochs, 750 steps) and stops training at step 700, so the decays at 75% and 90% of the
+# schedule fall at optimizer steps 562 and 675, and the last 25 steps of the schedule are never run.
+# `pretrained.training_log()` returns the log of that run (it trains the model first if it is not cached
+# yet). The log counts completed steps from 1, so the first record at a lower rate is one past each
+# milestone. The next cell prints the recipe's schedule, a few records of the log, and the mean loss over
+# four windows of the run.
 
 # %%
-cached_log = pretrained.training_log(500)  # cached_cfg and cached_run are from section 4.2
+N = pretrained.DEFAULT_STEPS
+cached_log = pretrained.training_log(N)  # cached_cfg and cached_run are from section 4.2
+m1, m2 = cached_run.milestone_steps
 print(f"epochs {cached_cfg.epochs}, batch {cached_cfg.batch_size}, warm-up {cached_run.warmup_steps}, "
       f"milestones {cached_run.milestone_steps}, {len(cached_log)} logged steps")
 for r in cached_log:
-    if r["step"] in (1, 100, 200, 375, 376, 450, 451, 500):
+    if r["step"] in (1, 100, 200, m1, m1 + 1, m2, m2 + 1, N):
         print(f"step {r['step']:3d}  lr {r['lr']:.5f}  loss {r['loss']:.3f}")
-assert len(cached_log) == 500 and [r["step"] for r in cached_log] == list(range(1, 501))
+windows = {"first 5 steps": (1, 5), "end of warm-up": (91, 100), "100 steps before the first decay": (m1 - 99, m1),
+           f"after the decays ({m2 + 1}-{N})": (m2 + 1, N)}
+for name, (a, b) in windows.items():
+    print(f"mean loss, {name:<34} {np.mean([r['loss'] for r in cached_log[a - 1:b]]):.3f}")
+assert len(cached_log) == N and [r["step"] for r in cached_log] == list(range(1, N + 1))
+assert cached_log[m1]["lr"] < cached_log[m1 - 1]["lr"]  # step m1 + 1 is the first at the lower rate
 
 # %%
 fig, (ax_loss, ax_terms) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
@@ -889,7 +923,7 @@ for m in cached_run.milestone_steps:
 ax_loss.text(cached_run.milestone_steps[0], ax_loss.get_ylim()[1] * 0.9, " lr / 10 ", color="C3", ha="right")
 ax_loss.set_xlabel("step")
 ax_loss.set_ylabel("loss")
-ax_loss.set_title("Cached model: total loss (500 steps of 8 images)")
+ax_loss.set_title(f"Cached model: total loss ({N} steps of 8 images)")
 ax_loss.legend(fontsize=8)
 ax_loss.grid(alpha=0.3)
 plot_losses([{k: v for k, v in r.items() if k != "loss"} for r in cached_log], log_scale=True, ax=ax_terms)
@@ -897,12 +931,11 @@ ax_terms.set_title("Cached model: the five terms")
 plt.show()
 
 # %% [markdown]
-# The total falls from 3 to about 0.85 within the 100 warm-up steps, then hovers there at the full rate:
-# the noise of 8-image batches is as large as the progress. After the decay at step 375 the mean settles
-# lower, near 0.7. Among the terms, objectness and the RPN's box loss become small early; the
-# classifier, the box regression and the mask loss make up most of what remains, and the mask loss is
-# the one still falling steadily at the end. This model reaches box and mask AP50 of about 0.65 on the held-out images
-# (notebook 11).
+# The total falls fast during the warm-up, then slowly at the full rate, where the noise of 8-image
+# batches is about as large as the progress; after the first decay the mean drops to a lower level
+# and stays there (the windows printed above). Among the terms, objectness and the RPN's box loss become
+# small early; the classifier, the box regression and the mask loss make up most of what remains.
+# Notebook 11 measures what this model's AP is on the held-out images.
 
 # %% [markdown]
 # ## 9. Full runs from the command line
@@ -974,7 +1007,7 @@ plt.show()
 # - The `Trainer` adds a JSON-lines log, atomic checkpoints, stops that save, AMP and multi-GPU. With
 #   seeded epoch orders, per-image seeded flips and the saved global RNG, a resumed run is equal, bit for
 #   bit, to one that never stopped.
-# - The model the other notebooks load is this recipe run for 500 steps of 8 images.
+# - The model the other notebooks load is this recipe run for 700 steps of 8 images.
 #
 # ## Exercises
 #

@@ -24,8 +24,23 @@
 # (transform and forward pass), [09 — Training](09_training.ipynb) (the model we use).
 #
 # **Run time:** about 15 s on a 2-core CPU (a good part of it is section 9's command line, which starts a
-# fresh Python); the first notebook you run also trains the shared shapes model once, about 3 minutes;
+# fresh Python); the first notebook you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it ahead);
 # later notebooks load it in a second.
+
+# %%
+# On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
+# Anywhere else (a clone after `make install`, Binder) this cell does nothing.
+import importlib.util
+import sys
+
+if "google.colab" in sys.modules and importlib.util.find_spec("mrcnn_teach") is None:
+    import subprocess
+    from importlib.metadata import version
+
+    keep = [f"{name}=={version(name)}" for name in ("torch", "torchvision")]  # e.g. torch==2.8.0+cu126
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    "mrcnn_teach @ git+https://github.com/mrcnn-teach/mrcnn_teach", *keep], check=True)
+    importlib.invalidate_caches()
 
 # %%
 from mrcnn_teach.notebook import setup, show_source, print_shapes
@@ -61,7 +76,7 @@ from mrcnn_teach.visualize import class_color, draw_boxes, draw_instances, to_nu
 # %% [markdown]
 # ## 1. The model, one held-out image, and the knobs of inference
 #
-# We use the `shapes_tiny` model trained for 500 steps (notebook 09) and image 1 of the held-out set
+# We use the `shapes_tiny` model trained for 700 steps (notebook 09) and image 1 of the held-out set
 # (`seed=1`; training used `seed=0`). It has four objects.
 
 # %%
@@ -373,8 +388,8 @@ assert torch.equal(output["scores"], det_scores)
 print(f"step by step == model([image]): {D} boxes, labels and scores identical")
 
 # %% [markdown]
-# The first seed's post-processing list — apply the deltas, take the softmax, run NMS per class — is
-# right as far as it goes, but it leaves out the two steps that set how many detections come out: the
+# **Common mistake: "post-processing is deltas, softmax, per-class NMS".** That list is right as far as
+# it goes, but it leaves out the two steps that set how many detections come out: the
 # 0.05 score threshold (which removed most of the 300 candidates here) and the `detections_per_img` cut.
 #
 # ## 5. Back to the caller's pixels: `transform.postprocess`
@@ -467,7 +482,7 @@ plt.show()
 # ## 7. Pasting the 28×28 mask into the image
 #
 # The last step turns each 28×28 mask, which lives in its box's own coordinates, into a mask over the
-# whole image. The second seed describes it as: take the predicted class's mask, resize it with bilinear
+# whole image. It is usually described as: take the predicted class's mask, resize it with bilinear
 # interpolation to the size of the predicted box, put it at the box's place in the image, and binarise
 # it at 0.5. **That is right**, and it is what the paper says (Sec. 3.1: the $m \times m$ floating-point
 # mask is resized to the RoI size and binarised at 0.5). Three details make it precise:
@@ -581,7 +596,7 @@ plt.show()
 # %% [markdown]
 # ## 8. A gallery of failures on 100 held-out images
 #
-# The model was trained for only 500 steps, so it makes mistakes. Instead of looking for them by eye we
+# The model was trained for only 700 steps of 8 images, so it still makes mistakes. Instead of looking for them by eye we
 # let code find them: run the model on all 100 held-out images, keep the detections a user would see
 # (score ≥ 0.5, the default of the `predict` command), binarise their masks at 0.5, and compare with the
 # ground truth. Four kinds of failure, and the stage each one points to:
@@ -757,27 +772,28 @@ plt.show()
 # describe the saved run):
 #
 # - **Wrong class — the classifier.** The box is good (IoU ≥ 0.5 with the object) and so is the mask,
-#   but the softmax put most of its mass on the wrong class. This is by far the most common failure of
-#   the 500-step model (square, circle and triangle are told apart by shape alone, and 500 steps are
-#   few). About half of these detections sit on an object that is *also* detected with its right class:
-#   NMS runs per class, so a circle box cannot suppress the triangle box on the same object (section 4d).
-#   Longer training sharpens the classifier; a class-agnostic NMS would only hide the symptom. The mask
-#   is still the object's own shape: in the saved run the triangle channel draws a circle.
-# - **Merged neighbours — the RPN, and NMS that cannot help.** Some proposal spans two neighbouring objects,
-#   and the box head, which sees object-like features inside it, scores it high. NMS compares boxes only
-#   with each other: this large box overlaps each object's own, tighter box by less than 0.5, so it
-#   survives beside them.
-# - **Cut-off or bad mask — the box, or the mask head.** The box is right but the mask is not. When a
-#   large share of the object lies outside the predicted box, the box is to blame: the paste puts zeros
-#   outside the box (section 7), so the mask is cut off at its edge. In the saved run none of the cases is
-#   of that kind — at most a few percent of the object lies outside the box — so the mask head itself
-#   painted the wrong pixels. In the worst case it painted the square lying on top of the circle instead
-#   of the circle's visible part: an occlusion the model has not learned to handle.
-# - **Missed object — RPN recall (or a low score).** No reported detection covers the object. In the worst
-#   case none of the 100 proposals reaches IoU 0.5 with it, so the second stage never had a chance: the
-#   heads can only refine and classify what the RPN proposes (notebook 04, recall against N). Most missed
-#   objects, though, did have a proposal, and failed at the score threshold of 0.5: the classifier split
-#   its probability among classes, and no class reached 0.5.
+#   but the softmax put most of its mass on the wrong class. It is the most common failure of the
+#   700-step model, and nearly all of these detections are second guesses: they sit on an object that
+#   is *also* detected with its right class (the two counts printed above). NMS runs per class, so a
+#   circle box cannot suppress the square box on the same object (section 4d). Longer training
+#   sharpens the classifier; a class-agnostic NMS would only hide the symptom. The mask is still the
+#   object's own shape: in the saved run the circle channel draws a square.
+# - **Merged neighbours — the box classifier.** A proposal that spans several neighbouring objects is
+#   nothing unusual: the RPN proposes many boxes around every group, and most of them are discarded.
+#   This one survived because the box head, which sees object-like features inside it, gave it a high
+#   class score instead of calling it background; NMS cannot help, since the large box overlaps each
+#   object's own, tighter box by less than 0.5. It is rare for this model (the count above).
+# - **Cut-off or bad mask — the box, or the mask head.** The box is right (IoU ≥ 0.5) but the mask is
+#   not. When a large share of the object lies outside the predicted box, the box is to blame: the paste
+#   puts zeros outside the box (section 7), so the mask is cut off at its edge. The printed list gives the
+#   share outside the box for every case: in the worst case of the saved run most of the object lies
+#   outside a box that barely reaches IoU 0.5, so the box is to blame; where only a few percent lie
+#   outside, the mask head itself painted the wrong pixels, usually where one shape hides part of another.
+# - **Missed object — RPN recall (or a low score).** No reported detection covers the object. When none of
+#   the 100 proposals reaches IoU 0.5 with it, the second stage never had a chance: the heads can only
+#   refine and classify what the RPN proposes (notebook 04, recall against N). Most missed objects,
+#   though, did have a proposal (the last printed line), and failed at the score threshold of 0.5: no
+#   class's probability reached it.
 #
 # ## 9. The `predict` command line
 #
@@ -861,11 +877,11 @@ plt.show()
 #   mask per class, and the class chosen by the box branch picks the one used.
 # - Pasting: resize the 28×28 probabilities bilinearly into the box in the caller's pixels — after padding
 #   them with a ring of zeros and growing the box by 30/28, as torchvision does — then threshold at 0.5.
-#   The seed's description is right; the pad moves the 0.5 boundary by a fraction of a pixel. The model
+#   The usual description is right; the pad moves the 0.5 boundary by a fraction of a pixel. The model
 #   returns the soft masks.
-# - On 100 held-out images the 500-step model's most common failure is the wrong class (the classifier);
-#   merged neighbours (RPN + NMS), bad masks in good boxes (mask head) and missed objects (RPN recall, or
-#   a split score) also occur.
+# - On 100 held-out images the 700-step model's most common failure is a second guess under the wrong
+#   class (the classifier, and per-class NMS); boxes over merged neighbours (the box classifier), bad masks
+#   (a cut-off box, or the mask head) and missed objects (RPN recall, or a low score) also occur.
 # - `python -m mrcnn_teach predict --checkpoint CKPT IMAGE... --out DIR` writes one annotated PNG per image.
 #
 # ## Exercises

@@ -80,26 +80,20 @@ def _assert_same_keys(names: set, expected: set, noun: str, where: str) -> None:
                                        + (f"; not a key of {where}: {extra}" if extra else ""))
 
 
-def check_loss_names(my_loss_names) -> bool:
-    """my_loss_names: the set of keys of the dict that model(images, targets) returns in train mode."""
+def check_contract(my_contract) -> bool:
+    """my_contract() -> (loss names, output keys): the keys of the train-mode loss dict and of each
+    eval-mode detection dict, as two sets (exercise 2: one stub, one check)."""
 
     def compare():
-        names = _need_names(my_loss_names)
-        expected = _contract()[0]
-        _assert_same_keys(names, expected, "name", "the loss dict")
+        need_function(my_contract)
+        got = my_contract()
+        assert isinstance(got, (tuple, list)) and len(got) == 2, "return two sets: (loss names, output keys)"
+        loss_names, output_keys = got
+        expected_losses, expected_keys = _contract()
+        _assert_same_keys(_need_names(loss_names), expected_losses, "name", "the loss dict")
+        _assert_same_keys(_need_names(output_keys), expected_keys, "key", "a detection dict")
 
-    return run_check("loss names", compare)
-
-
-def check_output_keys(my_output_keys) -> bool:
-    """my_output_keys: the set of keys of each dict that model(images) returns in eval mode."""
-
-    def compare():
-        names = _need_names(my_output_keys)
-        expected = _contract()[1]
-        _assert_same_keys(names, expected, "key", "a detection dict")
-
-    return run_check("output keys", compare)
+    return run_check("the contract", compare)
 
 
 # ------------------------------------------------------------------------------- exercise 3

@@ -1,6 +1,6 @@
 """Worked solutions of the exercises of 08_full_model.ipynb (for teachers; tests/test_exercises.py runs them)."""
 
-from mrcnn_teach.exercises.nb08 import check_fpn_params, check_loss_names, check_output_keys, check_predictor_shapes
+from mrcnn_teach.exercises.nb08 import check_contract, check_fpn_params, check_predictor_shapes
 
 
 def my_fpn_params(in_channels, out_channels):
@@ -13,10 +13,10 @@ def my_fpn_params(in_channels, out_channels):
 
 
 # The RPN's two losses (Faster R-CNN Sec. 3.1.2) and the RoI heads' three (Mask R-CNN Sec. 3).
-my_loss_names = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}
-
-# One dict per image; masks are probabilities pasted at the caller's image size.
-my_output_keys = {"boxes", "labels", "scores", "masks"}
+def my_contract():
+    # Two RPN losses, three from the RoI heads; one dict per image, masks pasted at the caller's size.
+    return ({"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"},
+            {"boxes", "labels", "scores", "masks"})
 
 
 def my_predictor_shapes(num_classes, class_agnostic=False):
@@ -30,8 +30,7 @@ def my_predictor_shapes(num_classes, class_agnostic=False):
 
 CHECKS = [
     (check_fpn_params, my_fpn_params),
-    (check_loss_names, my_loss_names),
-    (check_output_keys, my_output_keys),
+    (check_contract, my_contract),
     (check_predictor_shapes, my_predictor_shapes),
 ]
 
@@ -57,10 +56,10 @@ def _predictor_shapes_ignoring_agnostic(num_classes, class_agnostic=False):
 WRONG = [
     (check_fpn_params, _fpn_params_with_p6_conv),
     (check_fpn_params, _fpn_params_without_biases),
-    (check_loss_names, {"loss_cls", "loss_box", "loss_mask"}),  # the paper's three terms only
-    (check_loss_names, {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}),  # Faster R-CNN
-    (check_output_keys, {"boxes", "labels", "masks"}),
-    (check_output_keys, {"boxes", "labels", "scores", "masks", "mask_logits"}),
+    (check_contract, lambda: ({"loss_cls", "loss_box", "loss_mask"}, {"boxes", "labels", "scores", "masks"})),  # the paper's three terms only
+    (check_contract, lambda: ({"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}, {"boxes", "labels", "scores", "masks"})),  # Faster R-CNN
+    (check_contract, lambda: ({"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}, {"boxes", "labels", "masks"})),
+    (check_contract, lambda: ({"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_mask"}, {"boxes", "labels", "scores", "masks", "mask_logits"})),
     (check_predictor_shapes, _predictor_shapes_without_background),
     (check_predictor_shapes, _predictor_shapes_ignoring_agnostic),
 ]
