@@ -6,28 +6,98 @@ and returns True or False. It never raises: an exercise not yet attempted (its b
 NotImplementedError) prints a reminder, so a notebook with open exercises still runs top to
 bottom. The worked solutions live in notebooks/solutions/, and tests/test_exercises.py checks
 that every one of them passes its check.
+
+Graded (nbgrader's autograde and validate set NBGRADER_EXECUTION; `python -m mrcnn_teach.grade`
+sets MRCNN_TEACH_GRADING), a check that is not passed raises instead (ExerciseFailed, or
+ExerciseNotAttempted), because a grader scores a test cell by whether it raises. The check cell
+reads the same either way.
+
+Two optional parts of a check's API, for the classroom edition (notebooks/solutions/README.md):
+`@worth(points)` sets the points its exercise is worth (1 if not set), and a `hidden=False`
+keyword makes the check run extra cases when called with `hidden=True` (nbgrader's hidden tests:
+the student's release never calls it so, and a failure there names no case).
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from typing import Any, Callable
 
+# Set in the kernel while a grader runs the notebook: nbgrader (autograde: "autograde", validate:
+# "validate") and mrcnn_teach.grade ("1").
+GRADING_ENV = ("NBGRADER_EXECUTION", "MRCNN_TEACH_GRADING")
 
-def run_check(name: str, compare: Callable[[], Any]) -> bool:
-    """Run `compare()` (asserts on the student's answer); print and return the verdict."""
+
+class ExerciseFailed(AssertionError):
+    """Raised by a check under a grader when the answer is wrong (or crashed): the test cell fails."""
+
+
+class ExerciseNotAttempted(ExerciseFailed):
+    """Raised by a check under a grader when the answer still raises NotImplementedError."""
+
+
+def grading() -> bool:
+    """True inside a notebook that a grader (nbgrader, mrcnn_teach.grade) is executing."""
+    return any(os.environ.get(name) for name in GRADING_ENV)
+
+
+def worth(points: int):
+    """Decorator: the exercise this check grades is worth `points` (an int >= 1; 1 if not set)."""
+    if not isinstance(points, int) or isinstance(points, bool) or points < 1:
+        raise ValueError(f"worth(points): points must be an int >= 1, got {points!r}")
+
+    def mark(check):
+        check.points = points
+        return check
+
+    return mark
+
+
+def points_of(check) -> int:
+    """The points a check's exercise is worth: its @worth value, else 1."""
+    return getattr(check, "points", 1)
+
+
+def run_check(name: str, compare: Callable[[], Any], hidden: bool = False) -> bool:
+    """Run `compare()` (asserts on the student's answer); print and return the verdict.
+
+    Under a grader (`grading()`), a verdict other than correct is raised instead of returned.
+    hidden=True: `compare` runs (only) the cases the notebook does not show, and a failure says so
+    without naming the case or the error (graders' feedback shows this message).
+    """
+    graded = grading()
+    with warnings.catch_warnings(record=graded) as caught:
+        if graded:  # a warning on stderr would cost the exercise its points in nbgrader: show it on stdout
+            warnings.simplefilter("always")
+        verdict, message = _verdict(name, compare, hidden)
+    for warning in caught or []:
+        print(f"    (a warning while checking: {warning.category.__name__}: {warning.message})")
+    if verdict is True:
+        print(message)
+        return True
+    if graded:
+        raise (ExerciseNotAttempted if verdict is None else ExerciseFailed)(message)
+    print(message)
+    return False
+
+
+def _verdict(name: str, compare: Callable[[], Any], hidden: bool) -> tuple[bool | None, str]:
+    """(True, message) correct, (False, message) wrong or crashed, (None, message) not attempted."""
+    extra = " (and on the cases the notebook does not show)" if hidden else ""
     try:
         compare()
     except NotImplementedError:
-        print(f"[ ] {name}: not attempted yet (write your answer in the cell above, then run this cell again)")
-        return False
+        return None, f"[ ] {name}: not attempted yet (write your answer in the cell above, then run this cell again)"
     except AssertionError as err:
-        print(f"[x] {name}: not yet right: {err}")
-        return False
+        if hidden:
+            return False, f"[x] {name}: not yet right on a case the notebook does not show"
+        return False, f"[x] {name}: not yet right: {err}"
     except Exception as err:  # the student's code crashed: say how, do not stop the notebook
-        print(f"[x] {name}: your code raised {type(err).__name__}: {err}")
-        return False
-    print(f"[v] {name}: correct")
-    return True
+        if hidden:
+            return False, f"[x] {name}: your code raised {type(err).__name__} on a case the notebook does not show"
+        return False, f"[x] {name}: your code raised {type(err).__name__}: {err}"
+    return True, f"[v] {name}: correct{extra}"
 
 
 def close(a, b, atol: float = 1e-4) -> bool:
