@@ -143,6 +143,39 @@ def print_shapes(**tensors) -> None:
             print(f"{name:<{width}}  {t!r}")
 
 
+def run_command(*args, hide=None, echo: bool = True):
+    """Run `python -m mrcnn_teach ARGS...` in a fresh process, as typed in a terminal; -> CompletedProcess.
+
+    Prints the command line, then what it printed (stdout, then stderr if any) and its exit status
+    when it is not 0. `hide` maps paths to the short names shown instead ({tmp_dir: "<tmp>"}), so no
+    machine path is printed or saved with the notebook.
+    """
+    import os
+    import subprocess
+    import sys
+
+    args = [str(a) for a in args]
+    replace = sorted(((str(k), v) for k, v in (hide or {}).items()), key=lambda kv: -len(kv[0]))  # longest first
+
+    def short(text: str) -> str:
+        for path, name in replace:
+            text = text.replace(path, name)
+        return text.strip()
+
+    # The notebook's inline plotting backend must not leak into the child process: plain Agg there.
+    result = subprocess.run([sys.executable, "-m", "mrcnn_teach", *args], capture_output=True, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    if echo:
+        print("$ python -m mrcnn_teach", short(" ".join(args)))
+        if result.stdout.strip():
+            print(short(result.stdout))
+        if result.stderr.strip():
+            print("[stderr]", short(result.stderr))
+        if result.returncode:
+            print(f"[exit status {result.returncode}]")
+    return result
+
+
 # --------------------------------------------------------------------------- executing notebooks
 
 def execute_notebook(path: str | Path, timeout: int = 600) -> float:

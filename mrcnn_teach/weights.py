@@ -45,6 +45,14 @@ def torchvision_key_to_ours(key: str) -> str | None:
     return None
 
 
+# The layers with one output per class: K + 1 class scores, 4 box deltas per class, one mask per class
+# (Mask R-CNN Sec. 3; torchvision's COCO file has 91 classes, background and the 10 unused ids included).
+# Everything before them -- backbone, FPN, RPN (it knows only "object or not"), the box head's and mask
+# head's hidden layers -- does not depend on the classes, so fine-tuning keeps it.
+PREDICTOR_LAYERS = ("roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_deltas",
+                    "roi_heads.mask_predictor.mask_logits")
+
+
 def _some(keys: list[str], n: int = 8) -> str:
     """The first n keys of a long list, and how many more there are."""
     return f"{keys[:n]}" + (f" and {len(keys) - n} more" if len(keys) > n else "")
@@ -65,12 +73,14 @@ def convert_torchvision_state_dict(state_dict: dict[str, torch.Tensor],
     return converted
 
 
-def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | os.PathLike) -> nn.Module:
+def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | os.PathLike,
+                             new_predictors: bool = False) -> nn.Module:
     """Load a torchvision `maskrcnn_resnet50_fpn` state dict (or a path to one) into `model`.
 
     Raises with the full lists when keys are missing or unexpected, and when a shape differs
-    (typically `num_classes`: build the model with the checkpoint's number of classes, then
-    replace the predictors).
+    (typically `num_classes`). For fine-tuning on other classes, build the model with your number of
+    classes and pass new_predictors=True: the PREDICTOR_LAYERS whose shapes differ keep the model's
+    fresh initialisation, every other tensor comes from the file.
     """
     source = "the given state dict"
     if isinstance(state_dict_or_path, (str, os.PathLike)):
@@ -99,16 +109,24 @@ def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | 
     converted = convert_torchvision_state_dict(state_dict, source)
 
     ours = model.state_dict()
+    fresh = []
+    if new_predictors:
+        fresh = [k for k, v in converted.items()
+                 if k.rsplit(".", 1)[0] in PREDICTOR_LAYERS and k in ours and ours[k].shape != v.shape]
+        converted = {k: v for k, v in converted.items() if k not in fresh}
     mismatched = [
         f"{k}: file {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
         for k, v in converted.items() if k in ours and ours[k].shape != v.shape
     ]
     if mismatched:
-        raise ValueError(f"shape mismatch between the weights in {source} and the model:\n  " + "\n  ".join(mismatched))
+        hint = ("" if new_predictors or not all(m.startswith(PREDICTOR_LAYERS) for m in mismatched) else
+                "\n(another number of classes: to fine-tune, pass new_predictors=True and the class layers start afresh)")
+        raise ValueError(f"shape mismatch between the weights in {source} and the model:\n  " + "\n  ".join(mismatched)
+                         + hint)
 
     result = model.load_state_dict(converted, strict=False)
     # BatchNorm's step counter is bookkeeping, not a weight: files made with frozen BN lack it.
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked") and k not in fresh]
     unexpected = [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         hint = ""
@@ -117,3 +135,14 @@ def load_torchvision_weights(model: nn.Module, state_dict_or_path: dict | str | 
         raise KeyError(f"the weights in {source} do not fit the model{hint}. missing: {_some(missing)}; "
                        f"unexpected: {_some(unexpected)}")
     return model
+
+
+def fine_tuning_builder(weights: dict | str | os.PathLike):
+    """A `build` for `train.train(cfg, out, build=...)`: the named model with torchvision's weights in
+    every layer but the predictors, which start afresh for the data's number of classes."""
+    def build(name: str, **overrides) -> nn.Module:
+        from .configs import build_maskrcnn
+
+        return load_torchvision_weights(build_maskrcnn(name, **overrides), weights, new_predictors=True)
+
+    return build

@@ -79,3 +79,14 @@ def test_show_source_of_torchvision_code_names_the_package_path():
 
     shown = notebook.show_source(BasicBlock)
     assert shown.where.startswith("torchvision/models/resnet.py, lines "), shown.where
+
+
+def test_run_command_prints_the_command_its_output_and_a_failure_without_machine_paths(tmp_path, capsys):
+    missing = tmp_path / "nothing.png"
+    result = notebook.run_command("predict", "--checkpoint", tmp_path / "ckpt.pt", missing, "--out", tmp_path / "preds",
+                                  hide={f"{tmp_path}/": "<tmp>/"})
+    out = capsys.readouterr().out
+    assert result.returncode == 2  # the CLI's exit status for bad input
+    assert out.splitlines()[0] == "$ python -m mrcnn_teach predict --checkpoint <tmp>/ckpt.pt <tmp>/nothing.png --out <tmp>/preds"
+    assert "[stderr] error: image not found: <tmp>/nothing.png" in out and "[exit status 2]" in out
+    assert str(tmp_path) not in out
