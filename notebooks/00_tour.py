@@ -65,18 +65,21 @@ setup()
 #
 # Mask R-CNN works in two stages (Sec. 3). The **first stage** looks at the whole image: a ResNet
 # *backbone* computes feature maps C2–C5, a *Feature Pyramid Network* (FPN) turns them into a pyramid
-# P2–P6 with the same width at every scale, and the *Region Proposal Network* (RPN) scores a fixed set
-# of reference boxes (*anchors*) on every level and moves the best of them onto objects: the
-# *proposals*. The **second stage** looks at each proposal on its own: *RoIAlign* cuts a fixed-size
-# feature grid out of the pyramid for it, a *box head* says which class it is and refines its box, and
-# a *mask head* predicts a 28×28 mask for it, one per class. Finally the masks are pasted back into
-# the image. During training the same forward pass returns five losses instead of detections.
+# P2–P6 with the same number of channels (256 in the paper, 64 here) at every scale, and the *Region
+# Proposal Network* (RPN) scores a fixed set of reference boxes (*anchors*) on every level and moves
+# the best of them onto objects: the *proposals*. The **second stage** looks at each proposal on its
+# own: *RoIAlign* cuts a fixed-size feature grid out of the pyramid for it, a *box head* says which
+# class it is and refines its box, and a *mask head* predicts a 28×28 mask for it, one per class.
+# Finally the masks are pasted back into the image. During training the same forward pass returns five
+# losses instead of detections.
 #
 # The diagram below is an expanded version of the paper's Figure 1. Each box names the stage, the
 # shape of its output for one 128×128 image with the small model we use (`shapes_tiny`: a ResNet-18,
-# 64 FPN channels, 4 classes counting the background) and the notebook that teaches it. Two arrows
-# matter most: RoIAlign reads its grids from the **FPN maps** (the proposals only say where), and the
-# mask head runs on the **box head's final boxes and classes**, D of them, not on the proposals.
+# 64 FPN channels, 4 classes counting the background) and the notebook that teaches it. The two dark
+# red arrows matter most: RoIAlign reads its grids from the **FPN maps** (the proposals only say
+# where), and at inference the mask head runs on the **box head's final boxes and classes**, D of
+# them, not on the proposals (in training it runs, in parallel with the box head, on the positive
+# sampled proposals).
 
 # %%
 tiny = get_config("shapes_tiny")
@@ -154,7 +157,7 @@ plt.show()
 #
 # | stage | what it computes | module | notebook |
 # |---|---|---|---|
-# | transform | normalise, resize (shorter side 800, here 128), pad to a multiple of 32 | `transform.py` | [08 — The full model](08_full_model.ipynb) |
+# | transform | normalise, resize (shorter side 800, longer ≤ 1333; here both 128), pad to a multiple of 32 | `transform.py` | [08 — The full model](08_full_model.ipynb) |
 # | ResNet body | C2, C3, C4, C5 at strides 4, 8, 16, 32 | `backbone.py`, `norm.py` | [01 — Backbone](01_backbone.ipynb) |
 # | FPN | P2–P5 by a top-down pathway with lateral connections, P6 by subsampling P5 | `fpn.py` | [02 — FPN](02_fpn.ipynb) |
 # | anchors | k boxes per position of every level (here 3 sizes × 1 ratio) | `anchors.py` | [03 — Anchors](03_anchors.ipynb) |
@@ -221,7 +224,8 @@ show_source(MaskRCNN.forward)
 #
 # The model takes a *list* of `(3, H, W)` images in [0, 1], because real images differ in size. The
 # transform normalises each with the ImageNet mean and standard deviation, resizes it so its shorter
-# side is `min_size` (800 in the paper, Sec. 3.1; 128 here, so our image keeps its size), and pads the
+# side is `min_size` (800 in the paper, Sec. 3.1; 128 here) unless that would make the longer side
+# exceed `max_size` (1333; 128 here), which then wins; so our image keeps its size. It pads the
 # batch with zeros to a multiple of 32, so that every pyramid level tiles it exactly. It returns the
 # batch and each image's size before padding. [08 — The full model](08_full_model.ipynb) covers it.
 
@@ -243,10 +247,11 @@ show_source(BackboneWithFPN.forward)
 
 # %% [markdown]
 # The ResNet body returns the last feature map of each of its four stages, named C2, C3, C4, C5 after
-# ResNet's stages conv2_x … conv5_x (FPN paper, Sec. 3). Each stage halves the resolution and widens the
-# channels, so C_l has stride 2^l: for a 128×128 batch we expect 32×32, 16×16, 8×8 and 4×4 maps with
-# ResNet-18's 64, 128, 256 and 512 channels. [01 — Backbone](01_backbone.ipynb) builds the ResNet
-# and shows what happens when the side is not a multiple of 32.
+# ResNet's stages conv2_x … conv5_x (FPN paper, Sec. 3). The stem (a stride-2 7×7 conv and a stride-2
+# max-pool) brings the image to stride 4; conv2_x keeps it, and each later stage halves the resolution
+# and doubles the channels, so C_l has stride 2^l: for a 128×128 batch we expect 32×32, 16×16, 8×8 and
+# 4×4 maps with ResNet-18's 64, 128, 256 and 512 channels. [01 — Backbone](01_backbone.ipynb) builds
+# the ResNet and shows what happens when the side is not a multiple of 32.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -345,10 +350,11 @@ for (h, w), obj, dlt in zip(feature_sizes, objectness_maps, delta_maps):
 print_shapes(objectness=objectness_maps, deltas=delta_maps)
 
 # %% [markdown]
-# The maps are flattened into the anchors' order (level, row, column, anchor), the deltas decoded
-# into one box per anchor, and `propose` keeps the best: the top-scoring anchors per level, clipped
-# to the image, after non-maximum suppression (NMS, IoU 0.7) and at most `post_nms_top_n` (100 here,
-# 1000 in the paper) per image. These are the calls of `RegionProposalNetwork.forward` at inference:
+# The maps are flattened into the anchors' order (level, row, column, anchor), the deltas decoded into
+# one box per anchor, and `propose` keeps the best: the top-scoring anchors per level, clipped to the
+# image, after non-maximum suppression within each level (NMS, IoU 0.7) and at most `post_nms_top_n`
+# (100 here, 1000 in the paper) per image. These are the calls of `RegionProposalNetwork.forward` at
+# inference:
 
 # %%
 objectness, deltas, num_per_level = flatten_head_outputs(objectness_maps, delta_maps)  # (B, A), (B, A, 4)
@@ -391,7 +397,8 @@ plt.show()
 # box into 7×7 *bins*, never rounding a coordinate, and gives each bin the average of a few
 # bilinearly interpolated samples (2×2 per bin here, `sampling_ratio`, printed below; the paper's
 # Figure 3 draws four sampling points per bin too). It reads from the pyramid level chosen by the box size (FPN Eq. 1):
-# $k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$, clamped to 2–5. A box reads from P2 unless
+# $\ell = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$, clamped to 2–5 (the FPN paper calls the level $k$;
+# here $k$ is already the number of anchors per position). A box reads from P2 unless
 # $\sqrt{wh} \ge 112$ pixels; the shapes' boxes are at most 67 px on a side (`datasets/shapes.py`),
 # so we expect every proposal of a shape to read from P2, and a (N, 64, 7, 7) tensor for the N proposals.
 # [05 — RoIAlign](05_roi_align.ipynb) derives it from RoIPool.
@@ -412,10 +419,11 @@ assert box_features.shape == (N, d, 7, 7)
 # %% [markdown]
 # ## 9. Heads: class, box and mask (notebook 06)
 #
-# The box head turns each 7×7 grid into a vector (here four 3×3 convs and one fully connected layer
-# of 1024; the paper's ResNet-FPN model uses two fully connected layers), and the predictor maps it
-# to K+1 = 4 class logits and (K+1)·4 = 16 box deltas (Fast R-CNN Sec. 2.2). The background column
-# of the deltas is never used; torchvision keeps it so that class c's deltas sit at columns 4c–4c+3.
+# The box head turns each 7×7 grid into a vector (here four 3×3 convs and one fully connected layer of
+# 1024; the paper's ResNet-FPN model uses two fully connected layers), and the predictor maps it to
+# K+1 = 4 class logits and box deltas for each class: 4K in Fast R-CNN (Sec. 2.3), (K+1)·4 = 16 in
+# torchvision and here. The background column of the deltas is never used; torchvision keeps it so
+# that class c's deltas sit at columns 4c–4c+3.
 
 # %%
 box_vectors = roi_heads.box_head(box_features)  # (N, 1024)
@@ -485,8 +493,10 @@ for key in ("boxes", "labels", "scores", "masks"):
 print(f"step by step == model([image]) for boxes, labels, scores and masks ({D} detections)")
 
 # %% [markdown]
-# The model keeps every detection scoring at least 0.05; a picture usually shows those above 0.5.
-# On the left the ground truth, on the right the model's detections with their pasted masks.
+# The model keeps every detection scoring above 0.05; a picture usually shows those of at least 0.5.
+# On the left the ground truth, on the right the model's detections with their pasted masks. Masks
+# are drawn tinted in their class colour; where the shape's own colour shows through (the yellow-green
+# pixels at the base of the upper triangle), the predicted mask missed those pixels.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), layout="constrained")
@@ -525,7 +535,8 @@ print(f"this image: {int(hit.any(dim=1).sum())} of {int(shown.sum())} shown dete
 
 # %% [markdown]
 # NMS runs per class, so a box of one class never suppresses a box of another class on the same
-# object: a model unsure between circle and square may report both.
+# object: a model unsure between circle and square may report both. (This is a property of the
+# method; nothing above prints it for this image.)
 # [06 — Heads](06_heads.ipynb) shows how the class scores are made.
 #
 # From the anchors to the picture, each stage throws most of its input away. The funnel below counts
@@ -575,7 +586,7 @@ assert all(loss.shape == () for loss in losses.values())
 #   proposals; 7×7 bins (of 2×2 samples) for the box head, 14×14 for the mask head, 28×28 mask logits
 #   per class (K+1 of them, background included), the detected class's pasted to 128×128.
 # - RoIAlign reads the FPN maps at the proposals' boxes; the mask head runs on the box head's D final
-#   detections, not on the proposals.
+#   detections at inference, on the positive proposals in training.
 # - `MaskRCNN.forward` is a plain composition: calling `transform`, `backbone.body`, `backbone.fpn`,
 #   the RPN's head, anchors, decoding and `propose`, the RoI heads' poolers, heads and predictors,
 #   and `transform.postprocess` by hand gives bit-identical output.
@@ -589,15 +600,15 @@ assert all(loss.shape == () for loss in losses.values())
 #
 # ### Exercise 1 — Predict · about 10 min: the shapes of a bigger variant
 #
-# Take `shapes_tiny` and change three things: 128 FPN channels, three aspect ratios (1:2, 1:1, 2:1)
-# on top of its three sizes per level, and 5 object classes. Feed it a batch of **two** images already
-# padded to **96×160**, with 100 proposals per image and 7 detections in all. Work out on paper,
-# without running the model, the shapes of: P6; the RPN objectness map on P2 and its delta map on P6;
-# the number of anchors per image; the class logits and box deltas of the box predictor; the mask
-# logits. Return them from `predict_shapes()` as a dict with the keys `"P6"`, `"objectness_P2"`,
+# Take `shapes_tiny` and change three things: 128 FPN channels, three aspect ratios (1:2, 1:1, 2:1) on
+# top of its three sizes per level, and 5 object classes. Feed it a batch of **two** images already
+# padded to **(H, W) = (96, 160)**, with 100 proposals per image and 7 detections in all. Work out on
+# paper, without running the model, the shapes of: P6; the RPN objectness map on P2 and its delta map
+# on P6; the number of anchors per image; the class logits and box deltas of the box predictor; the
+# mask logits. Return them from `predict_shapes()` as a dict with the keys `"P6"`, `"objectness_P2"`,
 # `"deltas_P6"`, `"anchors"` (an int), `"class_logits"`, `"box_deltas"`, `"mask_logits"`.
 #
-# *Hint:* 96 is not a power of two times 32: what does a stride-2 subsampling do to a side of 3? The
+# *Hint:* 96/32 = 3 is odd: what does a stride-2 subsampling do to a side of 3? The
 # second stage puts the RoIs of both images in one batch, and every "per class" count includes the
 # background.
 
@@ -618,7 +629,8 @@ check_variant_shapes(predict_shapes);
 # anchors' order (level, row, column, anchor), one row of 4 deltas per anchor. The copy below gives
 # the right shapes, and even the right values for a model with k = 1, but with k = 3 it pairs the
 # anchors with the wrong deltas. Find the bug, explain what it mixes up, and write the fixed
-# `my_flatten` (same arguments, same three results).
+# `my_flatten` (same arguments, same three results) without calling `flatten_head_outputs`: the
+# check compares your answer with it, so calling it proves nothing.
 #
 # *Hint:* build a delta map whose channel c holds the number c everywhere and flatten it: the first
 # row should read 0, 1, 2, 3. Which channel holds $t_x$ of anchor 1?

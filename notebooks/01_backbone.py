@@ -1,9 +1,10 @@
 # %% [markdown]
 # # 01 — Backbone: ResNet and the feature maps C2–C5
 #
-# The first box of Mask R-CNN's Figure 1 is a convolutional *backbone* that turns the image into
-# feature maps. The paper's best models use a ResNet (He et al. 2016) of depth 50 or 101 with an FPN
-# on top (Mask R-CNN Sec. 3, "Network Architecture"); our `shapes_tiny` model uses a ResNet-18. This
+# Mask R-CNN starts with a convolutional *backbone* that turns the image into feature maps (in
+# Figure 1, everything before RoIAlign). The paper evaluates ResNet (He et al. 2016) and ResNeXt
+# backbones of depth 50 or 101, with or without an FPN (Mask R-CNN Sec. 3, "Network Architecture");
+# its best results use ResNeXt-101-FPN. Our `shapes_tiny` model uses a ResNet-18. This
 # notebook builds the ResNet body of `mrcnn_teach/backbone.py`, measures what each of its outputs
 # sees, and ends with the two settings that change between fine-tuning an ImageNet ResNet and
 # training from scratch: the normalisation layers, and which stages are trained at all
@@ -78,7 +79,8 @@ setup()
 # last block of conv2_x … conv5_x **C2, C3, C4, C5**: the index is the stage, and C_l has stride
 # $2^l$ relative to the input. conv1's output (stride 2) is not used: it is big and has seen little.
 #
-# The library keeps the max pool in a `Stem` with conv1 (as torchvision does) and calls the four
+# The library keeps the max pool with conv1 in a `Stem` (torchvision runs it before `layer1` too;
+# Detectron2 calls the same module `BasicStem`) and calls the four
 # stages `res2` … `res5`. The body's `forward` runs them in order; the depth decides the block type
 # and how many blocks each stage stacks (ResNet Table 1), and the module docstring of `backbone.py`
 # holds the table of stages, strides and channel counts.
@@ -405,10 +407,10 @@ plt.show()
 print(f"shapes are drawn {MIN_SIZE_128:g}-{MAX_SIZE_128:g} px (side, or a circle's diameter)")
 
 # %% [markdown]
-# A C2 cell sees about one shape (their sizes are printed above); a C3 cell nearly the whole image; C4 and C5
-# cells see more than the image, so at this input size a large part of their field is zero padding, and
-# so is most of the field of any corner cell. Padding is something every filter can detect,
-# which shows in the next section. The centre rule is what [notebook 03](03_anchors.ipynb) builds on:
+# A C2 cell sees about one shape (their sizes are printed above); a C3 cell most of the image (99 of
+# its 128 px a side); C4 and C5 cells see more than the image, so at this input size a large part of
+# their field is zero padding, and so is most of the field of any corner cell. Padding is something
+# every filter can detect, which shows in the next section. The centre rule is what [notebook 03](03_anchors.ipynb) builds on:
 # it places the anchors of level $l$ on the points $i \cdot 2^l$, half a pixel from the centres above
 # (torchvision does the same).
 
@@ -583,12 +585,14 @@ fig.suptitle("At initialisation: activations (left) and gradients (right) throug
 plt.show()
 
 # %% [markdown]
-# With frozen identity BN both curves grow by a roughly constant factor per block (printed above, near
-# $\sqrt 2$); the gradient reaching the stem is orders of magnitude larger than the one leaving C5.
+# With frozen identity BN both curves grow by a roughly constant factor per block (1.49 per res4 block
+# for the activations, printed above, near $\sqrt 2$; the gradient curve falls at about the same
+# slope); the gradient reaching the stem is orders of magnitude larger than the one leaving C5.
 # With Fixup's zero rule every branch starts at zero, each block passes its input on unchanged, and
 # only the four projection shortcuts change the scale: both curves are flat, with the very same
 # "missing" normalisation. So the trouble is the starting point, not a lack of what the network can
-# express. GroupNorm keeps every block near 1, with a drop at the first block of each stage: there the
+# express. GroupNorm keeps every block within about 0.7–3, with a drop at the first block of res3,
+# res4 and res5: there the
 # shortcut is a projection with *its own* norm layer, so both summands are normalised and the scale
 # restarts, while within a stage the un-normalised identity path adds up block after block.
 #
@@ -600,7 +604,7 @@ plt.show()
 
 # %%
 torch.manual_seed(0)
-bn101 = ResNetBody(101, norm="bn", trainable_layers=5)  # all stages trained: BN layers stay BatchNorm
+bn101 = ResNetBody(101, norm="bn", trainable_layers=5)  # trainable_layers: section 8 (default 3); 5 = no stage frozen
 for m in bn101.modules():
     if isinstance(m, nn.BatchNorm2d):
         m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
@@ -668,8 +672,10 @@ assert C5_gn.shape == (1, 512, 1, 1)
 # ## 8. Which stages train: `trainable_layers`
 #
 # The second setting that changes with pretrained weights is which stages learn at all.
-# `ResNetBody(trainable_layers=k)` trains only the last $k$ of (stem, res2, res3, res4, res5) and
-# freezes the others; torchvision's `_resnet_fpn_extractor` does the same, stage for stage, and its
+# `ResNetBody(trainable_layers=k)` (default 3) trains only the last $k$ of (stem, res2, res3, res4,
+# res5) and freezes the others; torchvision's `_resnet_fpn_extractor` does the same with
+# `requires_grad`, stage for stage (the library also makes sure no batch statistics move in a frozen
+# stage, see Exercise 2), and its
 # `maskrcnn_resnet50_fpn` picks $k$ with `_validate_trainable_layers`: 3 when it starts from ImageNet
 # weights (the stem and res2 frozen), and all 5 from scratch, where it ignores, with a warning, any
 # value you pass.
@@ -813,7 +819,9 @@ check_resnet_d_sizes(resnet_d_sizes);
 # `None`, and yet after training, the stem no longer computes what the checkpoint's stem computed.
 # Find out why, and write `my_freeze_stages(body, k)` that freezes the first $5 - k$ stages for good:
 # after any number of training steps, each frozen stage computes the same function as before, in
-# train mode and in eval mode; the last $k$ stages train as usual, BatchNorm included.
+# train mode and in eval mode; the last $k$ stages train as usual, BatchNorm included. Do not call
+# `mrcnn_teach.backbone.freeze_stages` or `norm.freeze_batchnorm`: they are the solution (the check
+# refuses them).
 #
 # *Hint:* run `body.stem` twice in train mode on two different batches, and look at
 # `body.stem.bn1.running_mean` before and after. `FrozenBatchNorm2d` is imported above.
@@ -844,10 +852,12 @@ check_freeze_stages(my_freeze_stages);
 # every output cell; count the convs only. Mind where torchvision puts the stride (section 4), and
 # the projection shortcut when the stride or the width changes. Check yourself first on res3[0] of
 # ResNet-50 from section 4 (there, h = w = 32), then on the cases the check runs, some with odd sides.
-# Then: by how much would res3[0]'s arithmetic shrink if the stride sat on the first 1×1 conv, as in
-# the 2016 paper, and why might torchvision accept that cost?
+# Use arithmetic only: no module, no `FlopCounterMode` (that is how the check computes the answer,
+# and it refuses them). Then: by how much would res3[0]'s arithmetic shrink if the stride sat on the
+# first 1×1 conv, as in the 2016 paper, and why might torchvision accept that cost?
 #
-# *Hint:* the output side is the one from section 3, $\lceil n / s \rceil$.
+# *Hint:* the output side is the one from section 3, $\lceil n / s \rceil$. For the last question,
+# torchvision's comment above `class Bottleneck` says what v1.5 buys.
 
 # %%
 def bottleneck_cost(in_channels, planes, stride, h, w):

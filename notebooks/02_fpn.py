@@ -74,8 +74,8 @@ setup()
 # has a nonlinearity (the paper found they made little difference). $d$ is 256 in the paper and in
 # `resnet50_fpn`, and 64 in the small `shapes_tiny` model. It is the same on every level because one RPN
 # head and one set of RoI heads serve all levels (Sec. 3), so all maps must have the same width. One
-# detail differs between the paper and the code: the paper appends the 3×3 to each *merged* map, and
-# $M_5$ merges nothing; torchvision and this library give P5 its 3×3 as well.
+# detail is left open by the paper: its text speaks of a 3×3 on each *merged* map, and $M_5$ merges
+# nothing; the authors' Detectron code, torchvision and this library all give P5 its 3×3 as well.
 #
 # Here is the FPN of the trained shapes model. We expect four 1×1 laterals that take ResNet-18's widths
 # 64, 128, 256, 512 to 64, and four 3×3 output convs, 64 → 64: one of each per level.
@@ -89,6 +89,8 @@ print(backbone.fpn)
 # The whole network as a diagram (after FPN Fig. 1(d) and Fig. 3): the bottom-up ResNet on the left, the
 # merged maps $M_l$ in the middle, the outputs $P_l$ on the right. Follow the orange arrows: the top-down
 # path carries the merged maps $M_l$ downwards, not the outputs $P_l$. The 3×3 convs are side branches.
+# The arrows' "×2 up" is exact only when every side is a multiple of 32: the code upsamples to the finer
+# map's size, which section 6 shows is not always "×2".
 
 # %%
 fig = draw_fpn_diagram(backbone.fpn.in_channels, backbone.fpn.out_channels)
@@ -105,9 +107,10 @@ show_source(fpn.FPN.forward)
 
 # %% [markdown]
 # We run it on one held-out shapes image (`seed=1`; the model was trained on `seed=0`). The model's
-# transform first normalises the image and pads it to a multiple of 32; for our 128×128 images there is
+# transform first normalises the image, resizes it (shorter side 128: a no-op here) and pads it to a
+# multiple of 32; for our 128×128 images there is
 # nothing to pad. We expect $C_l$ with $64 \cdot 2^{l-2}$ channels and side $128 / 2^l$, and every $P_l$
-# with 64 channels: 32, 16, 8, 4 pixels wide for P2..P5, and 2 for P6.
+# with 64 channels: 32, 16, 8, 4 cells wide for P2..P5, and 2 for P6.
 
 # %%
 dataset = ShapesDataset(100, seed=1)  # held-out images
@@ -174,7 +177,9 @@ fig.suptitle("The pyramid P2..P5 of the trained FPN for one held-out image (P6 i
 plt.show()
 
 # %% [markdown]
-# The shapes come out as filled regions, not outlines: sharp in P2, blockier on each coarser level. They
+# In P2 the shapes come out as filled regions, not outlines, as expected. From P3 on they are hard to
+# make out: P3 is patchy, and P4 and P5 are mostly bright in the middle and dark at the corners, a
+# pattern set more by the image's borders than by the shapes. In P2 the shapes
 # are not all equally bright: a feature vector's length is not an objectness score, only a sign that
 # something is there. What the RPN reads from these maps is learned by its own head (notebook 04).
 #
@@ -258,7 +263,9 @@ except RuntimeError as err:
 # The library upsamples to the lateral's exact size instead: `F.interpolate(merged, size=lateral.shape[-2:])`.
 # Nearest-neighbour resizing from 4 to 7 rows reads source row $\lfloor i \cdot 4/7 \rfloor$ for output
 # row $i$. On a 4-row ramp we expect `0 0 1 1 2 2 3`: rows 0, 1 and 2 are each copied twice and the last
-# row once, which is what "×2" gives with its last row cut off.
+# row once, which is what "×2" gives with its last row cut off. (The second line below doubles both
+# sides of the (4, 1) ramp, so its 16 values are 8 rows of two equal columns: read every other value,
+# `0 0 1 1 2 2 3 3`, 8 rows where the lateral has 7.)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -287,7 +294,8 @@ print("128x128: the x2 rule's merged maps equal the library's on all four levels
 #
 # > **Common mistake:** an FPN with the 3×3 on P3 and P4 only, handing back P2 $= M_2$ and
 # > P5 $= L_5(C_5)$ as they are. FPN Sec. 3 appends the 3×3 to every merged map, "to reduce the aliasing
-# > effect of upsampling", and torchvision and the library also give P5 one. What would that variant's
+# > effect of upsampling" (here: the blocky steps that nearest-neighbour copies leave at the edges of
+# > each coarse cell's block), and torchvision and the library also give P5 one. What would that variant's
 # > P2 carry?
 #
 # The top-down path adds unsmoothed maps, so unrolling it gives
@@ -454,9 +462,9 @@ assert table["box"][0] / table["M2"][0] < 2 * table["box"][3] / table["M2"][3]  
 # %% [markdown]
 # The box blur damps every term's changes by a similar factor (a lone step keeps a third of its energy,
 # as worked out above), so the shares move only a little. The trained conv moves them much further: it
-# multiplies the change energy of the fine lateral $L_2(C_2)$ more than twice as much as that of the C5
-# term (the "gain" columns), so in P2 the blocky terms carry a smaller share of what changes from cell
-# to cell. The box blur does not do that: it treats every channel alike, so it can only weight the
+# multiplies the change energy of the fine lateral $L_2(C_2)$ about four times as much as that of the C5
+# term (4.83x against 1.20x in the "gain" columns), so in P2 the blocky terms carry a smaller share of
+# what changes from cell to cell. The box blur does not do that: it treats every channel alike, so it can only weight the
 # terms by how their changes are laid out in space. Is the trained conv's re-weighting its spatial
 # pattern, or its mixing of channels? Adding up the kernel's 9 taps gives a 64×64 matrix that mixes channels and ignores space. We
 # apply it to the changes of $L_2(C_2)$ (neighbour differences) and to the jumps of the C5 term.
@@ -566,7 +574,8 @@ print(f"The 3x3 alone: {radii['L2(C2)']:.1f} -> {radii['3x3 of L2(C2)']:.1f} px.
 
 # %% [markdown]
 # The widening is the top-down path's doing: the 3×3 on its own moves the radius little, while adding
-# the upsampled deep terms multiplies it (line above). P2 reaches a little less far than $M_2$: its 3×3
+# the upsampled deep terms multiplies it (line above). P2 reaches noticeably less far than $M_2$ (15.2
+# against 19.5 px): its 3×3
 # weights the fine lateral up and the deep terms down, as section 7 measured. So P2 keeps C2's 4-pixel
 # grid, which small objects need, and gains context from the deep levels. That is the point of FPN
 # (Sec. 3): every level of the pyramid carries strong features.
@@ -574,9 +583,12 @@ print(f"The 3x3 alone: {radii['L2(C2)']:.1f} -> {radii['3x3 of L2(C2)']:.1f} px.
 # Where is a position's field *centred*? Notebook 01 (section 5) worked it out from the layers: every
 # stride-2 layer of ResNet has padding $\lfloor k/2 \rfloor$ and maps cell $i$ to input cell $2i$, so cell
 # $i$ of a stride-$2^l$ map is centred on pixel $i \cdot 2^l$, and the 1×1 laterals and padded 3×3 convs
-# keep that centre. The gradient's centre of mass is a poor probe of it. For the centre cell of every
+# keep that centre. Nearest upsampling does not quite keep it (fine cell $2i+1$ gets coarse cell $i$,
+# centred one fine cell away), so the rule is exact for P5 and for the lateral term of P2..P4. The
+# gradient's centre of mass is a poor probe of it. For the centre cell of every
 # map, $i \cdot 2^l = 64$ is also the image centre, so the probe cannot tell the rule from a pull
-# towards the middle. An off-centre cell can: P5's cell (1, 1) is centred on pixel 32 by the rule, and a
+# towards the middle. An off-centre cell can: P5's cell (1, 1) is centred on pixel 32 by the rule
+# (coordinate 32.5 in the pixel-centre coordinates the centre of mass uses), and a
 # pull towards the middle would put its gradient's mass nearer 64.
 
 # %%
@@ -609,8 +621,8 @@ assert cy > 32 + 5 and cx > 32 + 5  # pulled towards the image centre
 #   does not. Whether this helps detection would take a training run without it.
 # - The top-down path, not the 3×3, widens what a P2 position sees (the effective receptive fields of
 #   section 8), at the same 4-pixel grid; P2's 3×3 pulls it back part of the way, towards the fine
-#   lateral. The field's centre is pixel $i \cdot 2^l$, fixed by the layers; the gradient's centre of
-#   mass drifts towards the image's content.
+#   lateral. The field's centre is pixel $i \cdot 2^l$, fixed by the layers (exactly for P5); the
+#   gradient's centre of mass drifts towards the image's content.
 #
 # ## Exercises
 #
@@ -641,8 +653,9 @@ check_changed_cells(changed_cells);
 # %% [markdown]
 # ### Exercise 2 — Derive · about 15 min: what any 3×3 does to a step
 #
-# Section 7 saw the trained 3×3 turn one step into a three-cell ramp. Show that every 3×3 conv does so,
-# and with what heights. Take a map that is $a$ (a vector of $d_{in}$ channels) on columns $< j$ and
+# Section 7 saw the trained 3×3 turn one step into a ramp over three pairs of cells. Show that every 3×3
+# conv spreads a step over at most three pairs of cells, and with what heights. Take a map that is $a$
+# (a vector of $d_{in}$ channels) on columns $< j$ and
 # $a + \delta$ on columns $\ge j$, the same in every row, and a conv `F.conv2d(x, weight, bias, padding=1)`
 # with `weight` of shape $(d_{out}, d_{in}, 3, 3)$. Away from the border, which neighbour differences of
 # the output are not zero, and what are they? Write `step_jumps(weight, delta)` that returns them from the
@@ -668,7 +681,8 @@ check_step_jumps(step_jumps);
 # `repeat_interleave` and cut to the lateral's size. It gives the library's merged maps on every 128×128
 # image, and on a 100×130 image it runs without an error. Find what goes wrong there, and write
 # `top_down(laterals)` that returns the library's $[M_2, M_3, M_4, M_5]$ on every size. The check compares
-# it with `fpn.merged_maps` on odd and even sizes.
+# it with `fpn.merged_maps` on odd and even sizes. Keep `repeat_interleave` (no `F.interpolate`: that
+# is the library's own line, section 2) and fix the cut.
 #
 # *Hint:* on a 7-row lateral and a 4-row coarser map, write down which coarse row each of the 7 rows
 # receives, in the library (section 6) and in the buggy copy.

@@ -149,7 +149,8 @@ show_source(AnchorGenerator.forward)
 
 # %% [markdown]
 # **Why $x \cdot \text{stride}$?** An anchor should sit where the feature that scores it looks. Output
-# $i$ of a layer with kernel $k$, stride $s$ and padding $p$ reads inputs $i s - p, \dots, i s - p + k - 1$,
+# $i$ of a layer with kernel $k$, stride $s$ and padding $p$ (here $k$ and $s$ are the layer's kernel and
+# stride, not the anchor count and size) reads inputs $i s - p, \dots, i s - p + k - 1$,
 # centred on $i s + \tfrac{k-1}{2} - p$. That is $i s$ exactly when $p = \tfrac{k-1}{2}$. If every layer
 # pads so, position $i$ of a map of stride $2^l$ is centred on input pixel $i \cdot 2^l$ (by induction
 # over the layers; [notebook 01](01_backbone.ipynb), section 5, computes the receptive fields and
@@ -166,11 +167,11 @@ assert all(p == (k - 1) / 2 for k, s, p in layers)  # every layer centred: no sh
 
 # %% [markdown]
 # FPN keeps that centre: its lateral 1 × 1 convs and its 3 × 3 output convs (padding 1) are centred
-# too. Two fine points move it by less than a stride. A pixel index $i s$ covers $[i s, i s + 1)$ in the
+# too. Two fine points move it a little: a pixel index $i s$ covers $[i s, i s + 1)$ in the
 # coordinates of boxes, so an anchor at $i s$ sits half a pixel up and left of that pixel's middle. And
 # the top-down path adds the coarser level by nearest upsampling, which hands fine position $i$ the
 # coarse position $\lfloor i/2 \rfloor$, centred on $2\lfloor i/2 \rfloor s$: on $i s$ for even $i$, one
-# stride to the left for odd $i$.
+# stride to the left for odd $i$ (and the coarser levels' shares of the sum, further still).
 #
 # We run the generator for one 128 × 128 `shapes_tiny` image. Its levels are 32, 16, 8, 4 and 2
 # positions wide (notebook 02). We expect $3\,(32^2 + 16^2 + 8^2 + 4^2 + 2^2) = 4092$ anchors, and the
@@ -266,11 +267,11 @@ assert anchor_table("resnet50_fpn", 800, 1088) == 217413
 #
 # First the 15 anchors of one position, pixel (64, 64), which lies on the grid of every level. We draw
 # them over a training image with one colour per level, and its GT boxes dashed black. We expect five
-# nested groups of three squares, each group twice the size of the one before. P5's and P6's are larger
-# than the image, so the left panel zooms out; the right one zooms in on P2 and P3.
+# nested groups of three squares, each group twice the size of the one before. P5's and P6's are as large
+# as the image or larger (P5's 128-px square lies on the image's border), so the left panel zooms out; the right one zooms in on P2 and P3.
 
 # %%
-train_set = ShapesDataset(300, seed=0)  # the model's training images
+train_set = ShapesDataset(300, seed=0)  # the first 300 of the model's 2000 training images
 image, target = train_set[0]  # (3, 128, 128); target["boxes"] (G, 4)
 centre = torch.tensor([64.0, 64.0])
 fig, axes = plt.subplots(1, 2, figsize=(11, 5.4), layout="constrained")
@@ -402,8 +403,9 @@ show_source(anchor_coverage)
 
 # %% [markdown]
 # We measure five designs. Predict the order before you run it: which helps more, a larger base size,
-# a second size per octave, or two more aspect ratios? The first row is FPN's rule scaled down to the
-# 128-px images, 2 strides per anchor (8..128 px, `shapes_tiny`'s anchors until this measurement). The
+# a second size per octave, or two more aspect ratios? The first row is FPN's design (one size per
+# level, three ratios) with its sizes divided by 4, 8..128 px, so each anchor is 2 strides wide instead
+# of FPN's 8 (`shapes_tiny`'s anchors until this measurement). The
 # last row is `shapes_tiny`'s. The `P2..P6` columns give the share of GT boxes whose best anchor is on
 # each level.
 
@@ -445,7 +447,8 @@ assert not (fits["3 sizes/octave from 16, square"].best_level >= 3).any()  # P5,
 #   IoU is $s^2/b^2$. A box midway between two neighbouring sizes $s$ and $s'$ on a log scale, with side
 #   $b = \sqrt{s s'}$, has IoU $s / s'$ with both, however well it is centred. With one size per level,
 #   $s' = 2s$ and the box gets at most $(1/\sqrt2)^2 = 0.5$. With three sizes per octave, $s' = 2^{1/3} s$
-#   and it gets $2^{-1/3} = 0.79$, before the sizes are rounded (the table's second line is 32 and 40).
+#   and it gets $2^{-1/3} = 0.79$, before the sizes are rounded (the last line printed below uses P3's 32 and 40:
+#   IoU 0.80).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -501,10 +504,12 @@ print(f"shapes_tiny, box centred on a grid point, sides {min(cfg['anchor_sizes']
 # mean curve stays under 0.7 everywhere. Three sizes per octave put the teeth closer: from the smallest
 # anchor (16 px) to the largest box the centred curve stays above 0.7, and its lowest point (printed
 # under the picture) lies between the 24- and 32-px anchors. That gap is a factor 4/3, wider than $2^{1/3} \approx 1.26$, because 25 px
-# rounded down to 24 (section 2): a box midway gets at most 24/32 = 0.75 there. The mean curve clears 0.7
+# rounded down to 24 (section 2): a box midway gets at most 24/32 = 0.75 there (the 160 sampled sides miss the exact
+# midpoint, 27.7 px, so the printed minimum is 0.762). The mean curve clears 0.7
 # over most of the data's range.
-# It falls at the small end, where a 16-px anchor is only 4 strides of P2 wide (Exercise 1), and below
-# 16 px, smaller than any anchor.
+# It drops below 0.7 only under about 14.5 px, where boxes are smaller than any anchor. At 16 px the mean
+# is still about 0.79, but a box half a stride off gets only 0.62, because the 16-px anchor is only 4
+# strides of P2 wide (Exercise 1).
 #
 # Now the real boxes. The histograms show each GT box's best IoU for the old design, for
 # `shapes_tiny`'s, and for `resnet50_fpn`'s (FPN's 32..512 px, the boxes scaled × 6.25 as its transform
@@ -533,7 +538,8 @@ plt.show()
 # %% [markdown]
 # FPN's own design, on the same boxes at 800 px, leaves many without an anchor at 0.7, with a pile just
 # above 0.5: the gap between sizes, since its anchors are 8 strides wide and the grid offset costs them
-# little. `shapes_tiny`'s design moves most boxes past 0.7 at the same cost in anchors.
+# little. `shapes_tiny`'s design moves most boxes past 0.7 with the same $k = 3$ and the same
+# 4,092 anchors as the old 8..128 design.
 #
 # ## 8. The low-quality rule, and the box it can still miss
 #
@@ -602,7 +608,8 @@ ax.legend(loc="lower left", fontsize=8)
 plt.show()
 
 # %% [markdown]
-# The RPN is never taught to propose that box in this image: its regression and objectness losses see
+# In the picture, GT 1 (red box) is the bright-green shape mostly hidden behind the olive circle, GT 2;
+# only its lower-right edge shows. The RPN is never taught to propose that box in this image: its regression and objectness losses see
 # only the other box there. It takes two heavily overlapping objects of about the same size, which is
 # why it is rare. The 300 images above have none; that every box got a positive anchor there is a
 # property of the data, not a guarantee of the rule.
@@ -631,14 +638,14 @@ plt.show()
 #
 # ### Exercise 1 — Predict · about 10 min: how fine must the grid be?
 #
-# A square box of the anchor's own size $s$ can sit half a stride $t$ off the nearest anchor centre in
-# $x$ and in $y$ (the middle of a grid cell), and that is its worst place. Work out on paper the largest
+# A square box of the anchor's own size $s$ can sit half a stride, $t/2$ for a stride $t$, off the nearest
+# anchor centre in $x$ and in $y$ (the middle of a grid cell), and that is its worst place. Work out on paper the largest
 # stride at which such a box still reaches IoU ≥ `min_iou` with the anchor, and write it as
 # `max_stride(size, min_iou)`. The check compares it with a search over hand-placed boxes. Then read it
 # the other way: how many strides wide must an anchor be to stay ≥ 0.7 anywhere on its grid? Section 7's
 # half-stride table checks that reading: which of its anchors pass 0.7, and how many strides wide are they?
 #
-# *Hint:* two $s \times s$ squares shifted by $(d, d)$ overlap in an $(s - d) \times (s - d)$ square; the
+# *Hint:* two $s \times s$ squares shifted by $(d, d)$ (here $d = t/2$) overlap in an $(s - d) \times (s - d)$ square; the
 # union is the two areas minus the overlap. Solve IoU = `min_iou` for the overlap first.
 
 # %%
@@ -655,8 +662,9 @@ check_max_stride(max_stride);
 # ### Exercise 2 — Design · about 25 min: coverage on a budget
 #
 # `shapes_tiny` spends $k = 3$ anchors per position. Design anchors with **$k \le 2$** (at most 2,728
-# anchors per image, two thirds of the cost) that still give **at least 80 %** of the shapes data's GT
-# boxes an anchor at IoU ≥ 0.7. `my_anchor_design()` returns `(anchor_sizes, aspect_ratios)`, five tuples
+# anchors per image, two thirds of the cost) that still give **at least 82 %** of the shapes data's GT
+# boxes an anchor at IoU ≥ 0.7, and beat the plain `octaves(16, 2)` square design (81 %): copying it from
+# section 7 is not enough, tune the base and the factor between the two sizes. `my_anchor_design()` returns `(anchor_sizes, aspect_ratios)`, five tuples
 # each (P2..P6), with the same $k$ on every level (one RPN head is shared by all levels). Measure your
 # candidates with `anchor_coverage(gt_boxes, sizes, ratios)` in a cell of your own; the check measures
 # your design on the 300 training images above, and the course's hidden test on 300 other images. Then
@@ -679,7 +687,7 @@ check_anchor_design(my_anchor_design);
 #
 # In image 460 the box that lost its anchor was the (slightly) smaller one (section 8 prints the areas).
 # Show that size does not protect a box. Build two GT boxes in a 128 × 128 image, every side 12–67 px
-# (within the range of the shapes data's boxes), such that under `shapes_tiny`'s anchors and the RPN's
+# (12 px is the smallest shape drawn, 67 px the largest box side in section 7), such that under `shapes_tiny`'s anchors and the RPN's
 # `Matcher` (0.7 / 0.3, low-quality rule) **box 0, the larger one** (in area), gets no positive anchor. `stolen_pair()` returns them as a (2, 4) tensor.
 # Then answer in a sentence: a Matcher that let each box keep its own best anchor would save box 0;
 # what would it cost box 1 in your pair?

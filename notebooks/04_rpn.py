@@ -1,10 +1,11 @@
 # %% [markdown]
 # # 04 — The Region Proposal Network and its loss
 #
-# The anchors of the last notebook are guesses laid on a grid. The **Region Proposal Network**
-# (RPN, Faster R-CNN, Ren et al. 2015, Sec. 3.1) is the small network that scores every anchor
-# ("is there an object here?") and nudges it onto the object. Its best few hundred boxes per image,
-# the **proposals**, are all that the second stage of Mask R-CNN ever looks at.
+# The anchors of the last notebook are guesses laid on a grid. The **Region Proposal Network** (RPN, Faster
+# R-CNN, Ren et al. 2015, Sec. 3.1) is the small network that scores every anchor ("is there an object
+# here?") and nudges it onto the object. Its best few hundred boxes per image, the **proposals**, are all
+# that the second stage looks at when detecting (in training it also gets the ground-truth boxes, notebook
+# 06).
 #
 # **You will learn**
 # - the RPN head: one shared 3×3 conv, then *k* objectness logits and *4k* box deltas per position, and
@@ -65,13 +66,13 @@ from mrcnn_teach.visualize import CLASS_COLORS, class_color, draw_boxes
 #
 # We study the RPN of the `shapes_tiny` Mask R-CNN trained on the built-in shapes images (the training
 # images use data seed 0; the held-out ones here use seed 1). Its RPN settings live in the model's config:
-# note the **128** sampled anchors per image (the paper's 256 is for ~1000×600 images with ~20 000
-# anchors; ours are 128×128 with about 4 000) and the 100 proposals kept per image at test time.
-# `MaskRCNN.forward` calls the RPN as `self.rpn(batch, image_sizes, features, targets)`: the padded batch
-# (only its size matters, for the anchors), each image's size before padding (for clipping), the pyramid
-# [P2..P6], and in training the targets. We run the first two stages by hand, on all 50 images at once
-# and on one of them in detail. A 128×128 image stays 128×128 in the transform, so the boxes are in the
-# pixels of the features' image.
+# note the **128** sampled anchors per image (the paper's 256 is for ~1000×600 images with ~20 000 anchors;
+# ours are 128×128 with about 4 000) and the 100 proposals kept per image at test time. `MaskRCNN.forward`
+# calls the RPN as `self.rpn(batch, image_sizes, features, targets)`: the padded batch (only its size
+# matters, for the anchors), each image's size before padding (for clipping), the pyramid [P2..P6], and in
+# training the targets. We run the transform, the backbone and the RPN by hand, on all 50 images at once and
+# on one of them in detail. A 128×128 image stays 128×128 in the transform, so the boxes are in the pixels
+# of the features' image.
 
 # %%
 model = trained_shapes_model()  # eval mode, CPU
@@ -114,7 +115,8 @@ show_source(RPNHead)
 # The anchor generator lays out its anchors level by level, then row, column, and the k anchors of a
 # position. `flatten_head_outputs` puts the head's maps in the same order, so that row *i* of the
 # objectness and of the deltas belongs to anchor *i*. Per level with an h×w map we expect objectness
-# (B, k, h, w) and deltas (B, 4k, h, w), and in all A = k · Σ h·w anchors.
+# (B, k, h, w) and deltas (B, 4k, h, w), and in all A = k · Σ h·w anchors. (Anchors are rounded to whole
+# pixels, notebook 03: the "25-px" anchor is 24 px wide, "51" is 52.)
 
 # %%
 show_source(flatten_head_outputs)
@@ -139,14 +141,15 @@ assert A == objectness.shape[1] == k * sum(P.shape[-2] * P.shape[-1] for P in fe
 # %% [markdown]
 # ## 2. Which levels can learn?
 #
-# The head is trained only where anchors get labels (section 5 has the rules): positive for IoU ≥ 0.7 with
-# a box, or as a box's best anchor; negative below 0.3 with every box. So before looking at the trained
-# model, ask the data. For a square anchor of side *a* and a square box of side *s* with the same centre,
-# IoU = (min(s, a) / max(s, a))²: to reach 0.7 the two sides must be within a factor 1/√0.7 ≈ 1.2, and
-# to reach even 0.3 within 1/√0.3 ≈ 1.8. The shapes are drawn 12–48 px (a side, or a circle's diameter);
-# their boxes, measured as √(wh), run a little beyond that at both ends (rotation, occlusion; printed
-# below, and in notebook 03). **Predict** before running: which levels will ever see a positive anchor?
-# Which will never even see an *ignored* one? Compare each level's sizes (printed above) with the boxes.
+# The head is trained only where anchors get labels (section 5 has the rules): positive for IoU ≥ 0.7 with a
+# box, or as a box's best anchor; negative below 0.3 with every box. So before looking at the trained model,
+# ask the data. For a square anchor of side *a* and a square box of side *s* with the same centre, IoU =
+# (min(s, a) / max(s, a))²: to reach 0.7 the two sides must be within a factor 1/√0.7 ≈ 1.2, and to reach
+# even 0.3 within 1/√0.3 ≈ 1.8. The shapes are drawn 12–48 px (a side, or a circle's diameter); their boxes,
+# measured as √(wh), run beyond that at both ends (8–67 px below: a rotated square's box is up to √2 larger,
+# occlusion makes boxes smaller; notebook 03 measured them too). **Predict** before running: which levels
+# will ever see a positive anchor? Which will never even see an *ignored* one? Compare each level's sizes
+# (printed above) with the boxes.
 #
 # We label the anchors of 500 training images with the RPN's own rules and count, per level.
 
@@ -177,19 +180,19 @@ assert labels_train.shape == (len(train_set), A) and never  # some level only ev
 assert (labels_train[:, level == 0] == 1).any() and (12 / a_min) ** 2 < 0.7  # P2 learns; 12 px only as a best anchor
 
 # %% [markdown]
-# The table answers the prediction. The small levels do the work: P2 and P3 hold nearly all the
-# positives and nearly every box's best anchor, P4 a few, for the largest boxes. Each level is the best
-# fit for the boxes whose sides lie near its own anchor sizes (the sides in brackets). In particular the
-# smallest anchors *are* positive (the P2 row): its sizes were chosen from the data (notebook 03), so P2's
-# anchors reach IoU ≥ 0.7 with boxes of about their own size, and the smallest shapes still get their best
-# anchor there, positive through the best-anchor rule (the last line: a centred anchor of P2's smallest
-# size on a 12-px shape stays below 0.7). Had P2's anchors been 8 px, the same line gives the most that a
-# box of 12 px or more could reach with them: such boxes would find their best anchor on the next level,
-# P2 would be the best fit only for the few occluded boxes smaller than 12 px, and would train on
-# negatives almost only. The levels named "only ever negative" never get a positive, nor even an ignored
-# anchor: their smallest anchor is so much larger than the
-# largest box that the IoU stays below 0.3 (last column), so every one of their anchors is a negative in
-# every image. Training teaches them one thing, "background".
+# The table answers the prediction. The small levels do the work: P2 and P3 hold nearly all the positives
+# and nearly every box's best anchor, P4 a few, for the largest boxes. Each level is the best fit for the
+# boxes whose sides lie near its own anchor sizes (the sides in brackets). In particular the smallest
+# anchors *are* positive (the P2 row): its sizes were chosen from the data (notebook 03), so P2's anchors
+# reach IoU ≥ 0.7 with boxes of about their own size, and the smallest shapes still get their best anchor
+# there, positive through the best-anchor rule (the last line: a centred anchor of P2's smallest size on a
+# 12-px shape stays below 0.7). Had the anchors been one size per level at twice the stride (8, 16, 32, 64,
+# 128 px, the old design that notebook 03 measured first), the same line gives the most a 12-px box could
+# reach on P2 (0.44 < 0.56 for a 16-px anchor): boxes of 12 px and more would find their best anchor on P3
+# or higher, P2 would be the best fit only for the few boxes under about 11 px, and would train on negatives
+# almost only. The levels named "only ever negative" never get a positive, nor even an ignored anchor: their
+# smallest anchor is so much larger than the largest box that the IoU stays below 0.3 (last column), so
+# every one of their anchors is a negative in every image. Training teaches them one thing, "background".
 #
 # So expect the trained head to light up on P2 and P3 over the shapes, P4 over the largest ones at most,
 # and the negatives-only levels to stay dark everywhere. For each position we draw the most confident of its k
@@ -223,8 +226,9 @@ print(f"untrained, on 4 images: every anchor between {p_init.min():.3f} and {p_i
 # Training pushed almost every anchor far below 0.5, and the levels that only saw negatives learned to say
 # "no" everywhere: their highest score over 50 images is tiny. P4, with few positives of its own, still
 # scores the largest shapes high; the head's weights are shared by all levels, which plausibly carries over
-# what it learned on P2 and P3. Section 8 shows what the negatives-only levels cost: they still get their
-# share of the proposal slots.
+# what it learned on P2 and P3. One shape stays dim: the triangle half hidden behind the big circle; its
+# best covering proposal in section 8 scores 0.213. Section 8 shows what the negatives-only levels cost:
+# they still take their share of the pre-NMS candidates (60 of 852 here), though none of the final 100.
 #
 # ## 3. One logit per anchor, or two?
 #
@@ -553,12 +557,13 @@ assert torch.allclose(losses["loss_rpn_box_reg"], box_sum / n_sampled)
 #
 # At test time the RPN turns its predictions into proposals (Faster R-CNN Sec. 3.3, with the per-level cut
 # of FPN/Detectron): decode every anchor's deltas into a box; keep the `pre_nms_top_n` highest-scoring boxes
-# **per level** (300 here); clip them to the image; drop boxes under `min_size` on a side; run NMS at IoU 0.7
-# within each level; keep the `post_nms_top_n` best over all levels (100 here). The numbers are a choice:
-# the paper trains its detector on 2000 proposals per image, torchvision's FPN model keeps 2000 in training
-# and 1000 at test, `shapes_tiny` 300 and 100 (its images have at most 4 objects). The per-level cut gives
-# every level min(300, A_l) slots, so that the many small P2 anchors cannot crowd out the few large ones.
-# It protects every level, including those that section 2 found only ever negative.
+# **per level** (300 here); clip them to the image; drop boxes under `min_size` on a side (a score
+# threshold, 0.0 here, does nothing); run NMS at IoU 0.7 within each level; keep the `post_nms_top_n` best
+# over all levels (100 here). The numbers are a choice: the paper trains its detector on 2000 proposals per
+# image, torchvision's FPN model keeps 2000 in training and 1000 at test, `shapes_tiny` 300 and 100 (its
+# images have at most 4 objects). The per-level cut gives every level min(300, A_l) slots, so that the many
+# small P2 anchors cannot crowd out the few large ones. It protects every level, including those that
+# section 2 found only ever negative.
 #
 # Each step by hand on our image, counting boxes per level as we go. The NMS is the library's from-scratch
 # one, called explicitly: the model's default kernels use torchvision's compiled NMS, which gives the same
@@ -706,8 +711,9 @@ plt.show()
 #
 # The picture matterport's `inspect_model` notebook made popular: where did each proposal start? For each
 # object, the best-scoring final proposal that covers it (IoU ≥ 0.5), with the anchor it was decoded from
-# and an arrow from the anchor's centre to the proposal's; the titles give the IoU with the object before
-# and after the deltas.
+# and an arrow from the anchor's centre to the proposal's (the centres move by under 3 px in x and in y, so
+# the arrows are little more than their heads); the titles give the IoU with the object before and after the
+# deltas.
 
 # %%
 covering = box_iou(gt_boxes, cand[final]) >= 0.5  # (G, N)
@@ -745,11 +751,12 @@ plt.show()
 #
 # ## 9. How many proposals does it take? Recall against N
 #
-# The RPN's job is **recall**: every object should be covered by some proposal, because the second stage
-# can only refine and classify what it is given. For the 50 held-out images we let the RPN return up to 300
-# proposals (in score order) and ask, for each N, which fraction of the objects has a proposal among the
-# first N with IoU ≥ 0.5, and ≥ 0.7. With at most 4 objects per image we expect recall at 0.5 to saturate
-# after a few dozen proposals; at 0.7 it should stay lower, since that asks for a tight box.
+# The RPN's job is **recall**: every object should be covered by some proposal, because the second stage can
+# only refine and classify what it is given. For the 50 held-out images we let every box that survives NMS
+# through (465–577 per image, in score order), look at the first 300, and ask, for each N, which fraction of
+# the objects has a proposal among the first N with IoU ≥ 0.5, and ≥ 0.7. With at most 4 objects per image
+# we expect recall at 0.5 to saturate after a few dozen proposals; at 0.7 it should stay lower, since that
+# asks for a tight box.
 
 # %%
 N_MAX = 300
@@ -781,8 +788,9 @@ plt.show()
 
 # %% [markdown]
 # At IoU 0.5 the trained RPN finds nearly every object within a few dozen proposals, so the model's 100 are
-# plenty; at 0.7 the curve levels off lower: many proposals are roughly right but loose, and the box head
-# refines each one again (notebook 06), for which IoU 0.5 is what counts as a positive RoI.
+# plenty; at 0.7 the curve rises more slowly and stops just short, at 0.98 (3 of 126 objects have no tight
+# proposal in the top 100, listed below): the first proposals are often loose, and the box head refines
+# each one again (notebook 06), for which IoU 0.5 is what counts as a positive RoI.
 #
 # **Which objects are lost before stage 2, and why?** The second stage can never detect an object that no
 # one of the 100 proposals covers, and it trains on RoIs at IoU ≥ 0.5 (notebook 06). For every object of
@@ -846,8 +854,8 @@ assert all(lost[t] == int((best_so_far[:, post_n - 1] < t).sum()) for t in lost)
 #   gives every level its slots, even levels that never learned to find anything. NMS at 0.7 is lenient on
 #   purpose. The from-scratch version solves greedy NMS as a fixed point: a Python loop over a few passes
 #   (at most the longest suppression chain + 1), each one vectorised over the whole N×N matrix, instead of
-#   a loop over boxes. Recall at IoU 0.5 saturates within the 100 proposals; the objects still missing at
-#   0.5 and at 0.7 are listed with the step that lost them.
+#   a loop over boxes. Recall at IoU 0.5 saturates within the 100 proposals; of the objects still missing,
+#   none at 0.5; the 3 at 0.7 are listed with the step that lost them.
 #
 # ## Exercises
 #
@@ -866,7 +874,8 @@ assert all(lost[t] == int((best_so_far[:, post_n - 1] < t).sum()) for t in lost)
 #
 # With the RPN's rules (0.7 / 0.3 and the best-anchor rule, as the library applies them), work out on paper
 # each anchor's label (1 positive, 0 negative, −1 ignored), the box each anchor learns from (−1 if it is
-# not positive), and which boxes no anchor learns from. `my_labels()` returns the three lists.
+# not positive), and which boxes no anchor learns from (don't run Matcher on it: the point is to predict).
+# `my_labels()` returns the three lists.
 #
 # *Hint:* take the rules in the order `Matcher.__call__` applies them, and watch a6: which box is it the
 # best anchor *of*, and which box does it overlap *most*?
@@ -912,13 +921,14 @@ check_suppression_chain(my_chain);
 #
 # Single-map Faster R-CNN ranks all its anchors together; FPN's RPN (and the library) takes the
 # `pre_nms_top_n` best of *each* level. Write `my_global_top_k(objectness, num_per_level, pre_nms_top_n)`:
-# for (B, A) logits, the (B, K) indices of the K best anchors of each image over all levels at once, with
-# K = Σ_l min(pre_nms_top_n, A_l), as many candidates as the per-level cut keeps. The check tests it on
+# for (B, A) logits, the (B, K) indices of the K best anchors of each image over all levels at once, with K
+# = Σ_l min(pre_nms_top_n, A_l), as many candidates as the per-level cut keeps. The check tests it on
 # made-up logits. Then measure, in a cell of your own: put your function in place of the per-level cut in
-# section 8's by-hand cell (`top_idx = my_global_top_k(objectness, num_per_level, pre_n)[0]`) and count
-# the candidates per level. **Predict first:** which levels lose candidates (all of them?), and does the
-# object count in the final 100 change? Then defend a choice for COCO, where the P6 anchors (512 px in
-# `resnet50_fpn`) do match large objects.
+# section 8's by-hand cell (`top_idx = my_global_top_k(objectness, num_per_level, pre_n)[0]`) and count the
+# candidates per level (copy the cell, drop its two asserts, and rerun section 8 afterwards if you go back
+# to it). **Predict first:** which levels lose candidates (all of them?), and do the final 100 still cover
+# the same objects at IoU ≥ 0.5, and with how many proposals per level? Then defend a choice for COCO, where
+# the P6 anchors (512 px in `resnet50_fpn`) do match large objects.
 #
 # *Hint:* `torch.topk` works along one dimension; which dimension holds all the levels of one image?
 

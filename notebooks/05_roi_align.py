@@ -63,7 +63,8 @@ def rows_of(t):
 # version, written to be read. A model built by the library runs the faster `"mixed"` kernels by
 # default (torchvision's compiled NMS and the RoIAlign of `roi_align_fast.py`, section 10), which give
 # the same detections (`tests/test_model_equivalence.py`); so we call the teaching op ourselves rather
-# than through a model.
+# than through a model. Cells marked `# NBVAL_CHECK_OUTPUT` are re-run by the tests, which compare
+# their printed output.
 #
 # ## 1. The job: a box of any size in, a fixed grid out
 #
@@ -155,12 +156,13 @@ assert corners.shape == (1, 4) and first.shape == stop.shape == (1, 2)
 assert stop[0, 0] > first[0, 1]  # the two bins overlap
 
 # %% [markdown]
-# Each edge of the box moved by up to half a cell, so the window can start half a cell off and be up
-# to **a whole cell** too wide or too narrow (both edges moving outwards, or inwards). Then the floor
-# and the ceil widen every bin again: each bin of the exact box is 1.78 cells wide, and each bin reads
-# 3 cells. At stride 32 half a cell is 16 image pixels. Neighbouring bins share at most one cell along
-# an axis, though: bin $p$'s last cell and bin $p+1$'s first both come from the same exact edge
-# $e = (p+1)L/P$, and $\lceil e \rceil - \lfloor e \rfloor \le 1$.
+# Each corner moves by up to half a cell, but the window reads all the cells $\hat x_1, \dots, \hat x_2$,
+# $L = \hat x_2 - \hat x_1 + 1$ of them. So it is always wider than the exact box, by up to **2 cells**:
+# here 5 cells for a box 3.5625 wide. Then the floor and the ceil widen every bin again: each bin of
+# the exact box is 1.78 cells wide, and each bin reads 3 cells. At stride 32 half a cell is 16 image
+# pixels. Neighbouring bins share at most one cell along an axis, though: bin $p$'s last cell and
+# bin $p+1$'s first both come from the same exact edge $e = (p+1)L/P$,
+# and $\lceil e \rceil - \lfloor e \rfloor \le 1$.
 #
 # > **Common mistake:** "5 cells cannot be divided evenly into 2 bins, so one bin gets 2 cells and the
 # > other 3." With a floor at the start and a ceil at the end, **both** bins are 3 cells wide and they
@@ -247,8 +249,9 @@ print("50 random boxes, 7x7: reference, library and torchvision agree")
 # Does the rounding matter? For the box head, more than is often said. Mask R-CNN's Table 2d
 # (ResNet-50-C5, stride 32) swaps RoIPool for RoIAlign and gains 5.8 points of **box** AP (28.2 → 34.0),
 # not only mask AP (23.6 → 30.9); Table 3 still finds +1.1 box AP (36.2 → 37.3) for Faster R-CNN with
-# FPN, where most boxes are pooled from fine levels. For a 28x28 mask the misalignment is worse still:
-# Sec. 3 of the paper is built around it.
+# FPN, where most boxes are pooled from fine levels (a comparison with the FPN paper's published
+# model, not a controlled ablation; the paper credits the gap to RoIAlign). For a 28x28 mask the
+# misalignment is worse still: Sec. 3 of the paper is built around it.
 #
 # ## 4. RoIAlign, step 1: sample points
 #
@@ -332,7 +335,8 @@ plt.show()
 # %% [markdown]
 # ## 6. RoIAlign, step 3: the mean per bin — two matrix products
 #
-# A bin's output is the average of its $G_h \times G_w$ samples (the paper allows max or average;
+# A bin's output is the average of its $G_h \times G_w$ samples ($G_h$, $G_w$: `sampling_ratio` along y
+# and x; equal unless adaptive; the paper allows max or average;
 # torchvision, like Detectron, averages). Because a sample's weight on cell $(i, j)$ is (weight of row
 # $i$) x (weight of column $j$), and a bin's samples form a grid, the bin's mean factors too:
 #
@@ -514,7 +518,7 @@ def receptive_field(net, image, level):
 torch.manual_seed(0)
 resnet = ResNetBody(depth=get_config("shapes_tiny")["depth"], norm="frozen_bn", trainable_layers=5).eval()
 block_average = lambda image: [torch.nn.functional.avg_pool2d(image, s) for s in strides]  # noqa: E731
-images = torch.randn(3, 1, 3, 32, 512)  # 3 random images, wide enough for a stride-32 cell's whole field
+images = torch.randn(3, 1, 3, 32, 512)  # 3 random images, wide enough along x (the axis we measure) for a stride-32 cell's whole field
 measured = torch.tensor([[receptive_field(resnet, im, lv)[1] for lv in range(4)] for im in images]).mean(dim=0)  # (4,)
 baseline = torch.tensor([receptive_field(block_average, images[0], lv)[1] for lv in range(4)])  # (4,)
 print("stride   ResNet: cell j centred at   s x s average   aligned=False assumes   aligned=True assumes")
@@ -625,7 +629,8 @@ plt.show()
 # RoIAlign's curve is piecewise linear, with a bend wherever a sample crosses a cell centre
 # (bilinear interpolation is linear between cells), but it never jumps: a box that moves a little
 # gets features that change a little. RoIPool's features change only when an edge of the box crosses
-# a half-cell mark, and then all at once.
+# a half-cell mark, and then all at once. RoIPool's curve lies higher because it takes each bin's
+# maximum, RoIAlign its mean; only the shape of the curves matters here.
 #
 # The box head has to read offsets like these back: its regression says how far the proposal is from
 # the object. A toy version of that job: recover the shift from the 2x2 output. From RoIPool's output
@@ -772,9 +777,10 @@ for name, t in timings.items():
 #
 # - RoI pooling turns `K` boxes of any size (over all images of the batch) into `(K, C, ph, pw)`;
 #   the first dimension counts RoIs, not images.
-# - RoIPool rounds twice: the box to whole cells (each edge moves up to half a cell, the width up to a
-#   whole cell), then the bins (floor at the start, ceil at the end: bins of 3 cells that overlap, where
-#   the exact bins are 1.78 cells wide), and takes the maximum of each bin. Ours equals torchvision's.
+# - RoIPool rounds twice: the box to whole cells (each corner moves up to half a cell; the window of
+#   cells read is wider than the box by up to 2 cells), then the bins (floor at the start, ceil at
+#   the end: bins of 3 cells that overlap, where the exact bins are 1.78 cells wide), and takes the
+#   maximum of each bin. Ours equals torchvision's.
 # - RoIAlign rounds nothing: exact bins, $G \times G$ regular samples per bin, bilinear interpolation
 #   from the 4 neighbouring cells, the mean per bin. For one box it is $A\,F\,B^\top$; its bins share no
 #   area but do share cells, and its samples read a rim of cells just outside the box.
@@ -801,6 +807,7 @@ for name, t in timings.items():
 # output) and move the box along x by 0.49 cell, 15.68 pixels: once to the right, (25.68, 10, 139.68, 124),
 # and once to the left, (-5.68, 10, 108.32, 124). Work out on paper, with the map printed in section 2,
 # RoIPool's 2x2 output for each. Does a shift of less than half a cell leave RoIPool's output unchanged?
+# Don't call roi_pool (ours or torchvision's): read the values off the map printed in section 2.
 #
 # *Hint:* snap each edge first (which of them crosses a half-cell mark?), then cut the snapped box into
 # 2 bins with the floor/ceil rule of section 3, and take the maximum of each bin.
@@ -823,14 +830,15 @@ check_shifted_roipool(my_shifted_roipool);
 # (`roi_ops.roi_align`, `aligned=False`) on `features` `(B, 1, H, W)` and `boxes` `(K, 5)`, return the
 # `(K, ph, pw)` tensor whose entry `[k, p, q]` is the sum over the whole map of the gradient of output
 # bin `(p, q)` of RoI `k`: $\sum_{i,j} \partial\,\text{out}[k, 0, p, q] / \partial F[b_k, 0, i, j]$.
-# Section 9 took the gradient of the sum of all outputs at once; here each bin needs its own. The check
-# tries boxes inside the map and a box that hangs off it.
+# `output_size`: an int or a pair `(ph, pw)`. Section 9 took the gradient of the sum of all outputs at
+# once; here each bin needs its own. The check tries boxes inside the map and boxes that hang off it,
+# one of them entirely.
 #
 # Then explain, in a sentence of your own: why is the sum 1 for a bin inside the map (write down the
 # weights of one sample, and use section 6's $A\,F\,B^\top$)? When is it smaller, and what does such a
 # bin's output then read? What does each bin's gradient sum to for RoIPool?
 #
-# *Hint:* one backward pass per bin works; so does a shortcut, since RoIAlign is linear in the map.
+# *Hint:* one backward pass per bin works.
 
 # %%
 def my_bin_gradient_sums(features, boxes, output_size, spatial_scale, sampling_ratio):

@@ -111,7 +111,9 @@ for side, unclamped, level in zip(sides, torch.log2(sides.double() / 224) + 4, l
 # %% [markdown]
 # Now the real proposals of the trained model on 50 held-out images: we run the backbone and the RPN
 # (eval mode keeps 100 proposals per image) and assign each proposal a level. The images are only 128 px
-# and the shapes are drawn 12–48 px across, so $\sqrt{wh}$ of a proposal is far below 112 and we expect
+# and the shapes are drawn 12–48 px across (a rotated square's box is up to √2 wider, so a GT box's
+# $\sqrt{wh}$ can reach about 68 px; in these 50 images it reaches 63, printed below), so $\sqrt{wh}$ of
+# a proposal is far below 112 and we expect
 # almost **every proposal on P2**. For comparison we also assign the same boxes scaled by 800/128 — the size
 # they would have if the images were resized to 800 px, the short side COCO models train at
 # (`min_size` in the resnet50_fpn config).
@@ -167,9 +169,9 @@ plt.show()
 # but no RoI is pooled from them. That is not a bug. Eq. 1 was set for COCO images of 800 px,
 # where the canonical 224-px RoI is a medium-sized object; our whole image is 128 px, barely more than
 # the 112 px at which P3 begins, and its largest GT box (printed above) is well below that. Scaled to
-# COCO's size the same boxes spread over P2–P4, as the right panel shows. (If you wanted our heads to use
-# the coarser levels too, you would lower `canonical_scale` in proportion — exercise 1 asks where the
-# boxes would then go.)
+# COCO's size the same boxes spread over P2–P4 (and a few, 26 of 5000, on P5), as the right panel shows.
+# (If you wanted our heads to use the coarser levels too, you would lower `canonical_scale` in
+# proportion — exercise 1 asks where the boxes would then go.)
 #
 # ## 2. Pooling RoIs from the pyramid: (N, C, 7, 7), not (B, 256, 7, 7)
 #
@@ -212,7 +214,8 @@ print_shapes(images=batch[:2], rois_per_image=rois, box_features=box_features, m
 # - **Group Normalization** (Wu & He 2018), in its COCO experiments with Mask R-CNN: the GN models of
 #   Detectron's `projects/GN` "use a 4conv+1fc RoI box head", with GN in the FPN and both heads. The same
 #   page reports that the frozen-BN baseline with this head "performs similarly" to the default 2fc
-#   (38.8 vs 38.6 box AP, 34.4 vs 34.5 mask AP): the head by itself is no gain on COCO with pre-training.
+#   (R-50-FPN: 4conv1fc 38.8 box AP and 34.4 mask AP, 2fc 38.6 and 34.5): the head by itself is no gain
+#   on COCO with pre-training.
 #   That page also trains such a GN model from scratch.
 # - **Rethinking ImageNet Pre-training** (He, Girshick & Dollár 2018) trains Mask R-CNN from random
 #   initialisation with GN (or SyncBN), and names normalisation (its Sec. 3.1) as what makes training
@@ -229,7 +232,8 @@ show_source(heads.BoxHead, heads.ConvFCBoxHead)
 # Both heads end in a vector of `representation_size` = 1024 per RoI. Which is bigger? Compare them at
 # the **same width**: C = 256 input channels and, for 4conv1fc, convs of 256 as in Detectron's GN models.
 # Work it out first. 2fc: 7·7·256·1024 + 1024 weights and biases in fc1, 1024·1024 + 1024 in fc2.
-# 4conv1fc: four 3×3 convs of 256 (9·256·256 weights each, plus the norm's 2·256) and then *one* fc with
+# 4conv1fc: four 3×3 convs of 256 (9·256·256 weights each and no bias, since the norm's shift replaces
+# it, plus the norm's 2·256) and then *one* fc with
 # the same 7·7·256 inputs as fc1. So we expect 4conv1fc to be the **larger** one, by four convs minus fc2.
 # Then the head our shapes model actually has, counted on `model.roi_heads.box_head`, against a 2fc head
 # on the same 64 channels.
@@ -321,7 +325,8 @@ for label, K1 in (("80 categories + background", 81), ("torchvision / resnet50_f
 #    Detectron and torchvision);
 # 2. each RoI is **matched** to the GT box it overlaps most: IoU ≥ 0.5 makes it positive, with that GT's
 #    class as its label; anything less is background, label 0 (Mask R-CNN Sec. 3.1, "Training"). Unlike
-#    the RPN's 0.7/0.3 there is no ignored band in between;
+#    the RPN's 0.7/0.3 there is no ignored band in between (`label_proposals` still handles an ignored
+#    band, but with `box_fg_iou_thresh` = `box_bg_iou_thresh` = 0.5 that line never fires);
 # 3. a random **sample** of 512 RoIs is kept, at most 25% of them positive (1:3), negatives filling the
 #    rest. shapes_tiny samples only 64 (at most 16 positive), because its images hold at most 4 objects
 #    — read `box_batch_size_per_image` in its config.
@@ -361,7 +366,8 @@ for i, (props, t) in enumerate(zip(train_proposals, targets4)):
 # %% [markdown]
 # Compare the IoU ≥ 0.5 column of the table with the cap of 16: when an image has more candidates than
 # the cap, the cap binds — the sampler draws 16 of them at random and negatives fill the other 48; when
-# it has fewer, it keeps them all and negatives fill more of the 64 (exercise 2).
+# it has fewer, it keeps them all and negatives fill more of the 64. Here the cap binds on all four
+# images; the other case is exercise 2.
 # Below: the best IoU of every sampled RoI with a GT box, and the sampled RoIs of the first image.
 
 # %%
@@ -436,9 +442,10 @@ print(f"  mean of the raw head targets              {fmt(raw.mean(dim=0))}")
 #
 # The RPN column is a contrast that does *not* go the way one might guess. Its positive anchors overlap
 # a box by IoU ≥ 0.7 (or are its best anchor), closer than the head's IoU ≥ 0.5, and on our fitted
-# anchors their raw targets are no wider than the head's. So the spread of the targets does not explain
-# why the RPN's coder keeps weights (1, 1, 1, 1): Faster R-CNN simply never scaled the RPN's targets,
-# and torchvision keeps that.
+# anchors their raw targets are narrower than the head's (std 0.08–0.10 against 0.13–0.20; 25 anchors,
+# a small sample), so if anything they would need larger weights. The spread of the targets does not
+# explain why the RPN's coder keeps weights (1, 1, 1, 1): Faster R-CNN simply never scaled the RPN's
+# targets, and torchvision keeps that.
 #
 # ## 6. The box loss, and the background deltas that never learn
 #
@@ -560,9 +567,11 @@ print_shapes(mask_rois=x14, after_4_convs=trunk, after_deconv=up, mask_logits=ma
 # "The mask target is the intersection between an RoI and its associated ground-truth mask" (Sec. 3.1),
 # at the head's 28×28 resolution. The library gets it with RoIAlign itself: it treats the G masks of an
 # image as a batch of one-channel images and pools RoI n from mask `matched_idxs[n]` — the crop and the
-# resize in one call, sampled exactly like the features. A proposal that cuts off part of the object
-# gives a target that is cut off too; one that is larger shows background margins; the border comes out
-# soft (values between 0 and 1) where a sample point falls between object and background pixels.
+# resize in one call, with the same bilinear sampling as the features (but RoIAlign's default adaptive
+# sampling ratio, not the features' 2, and on a 28×28 grid, not 14×14). A proposal that cuts off part
+# of the object gives a target that is cut off too; one that is larger shows background margins; the
+# border comes out soft (values between 0 and 1) where a sample point falls between object and
+# background pixels.
 
 # %%
 show_source(masks.project_masks_on_boxes)
@@ -580,7 +589,8 @@ print(f"{P} positive RoIs; targets in [{mask_targets.min():.0f}, {mask_targets.m
 
 # %% [markdown]
 # Six positives of image 0 side by side: the proposal (green) with its GT object's outline in the image,
-# the 28×28 target, and what the trained model predicts in the GT class's channel.
+# the 28×28 target, and what the trained model predicts in the GT class's channel. (The outline has the
+# class's colour, so a circle's green outline hardly shows against the green box and background.)
 
 # %%
 img0, t0 = four[0]
@@ -631,7 +641,12 @@ show_source(roi_heads.RoIHeads.predict_masks)
 # We check it on held-out image 0: run the heads in eval mode on its proposals (the boxes they return
 # are those of `model()`, which then pastes the 28×28 masks into the image, notebook 08), recompute the
 # mask logits on the *detected* boxes and pick channel = predicted label. We expect exactly the heads'
-# masks, and a different mask if we read another class's channel.
+# masks, and a different mask if we read another class's channel. Image 0 holds two objects, a circle
+# and a triangle, but expect more detections than that: the heads keep every (proposal, class) pair
+# that scores above `box_score_thresh` = 0.05 and survives the per-class NMS, sorted by score, so
+# weaker extras follow (below, two squares, listed after the circle and the triangle and so scored
+# lower). Notebook 08 shows a display threshold (0.7 there) that removes the weak extras of its images;
+# notebook 10 goes through the steps.
 
 # %%
 with torch.no_grad():
@@ -655,7 +670,8 @@ print(f"max |mask - predicted class's channel| = {(det['masks'][:, 0] - own).abs
 #
 # - Each RoI is pooled from one pyramid level, $k = \lfloor 4 + \log_2(\sqrt{wh}/224) \rfloor$ clamped to
 #   2..5 (plus a $10^{-6}$ guard against round-off). On 128-px images every object is smaller than 112 px,
-#   so the heads read from P2 only; at COCO's 800 px the same boxes spread over P2–P4.
+#   so the heads read from P2 only; at COCO's 800 px the same boxes spread over P2–P4 (and a few, 26 of
+#   5000, on P5).
 # - Pooled RoIs are (N, C, 7, 7) for the box branch and (N, C, 14, 14) for the mask branch, with N the
 #   RoIs of the whole batch — not (B, 256, 7, 7).
 # - The box head turns 7×7×C into 1024 numbers (2fc in the paper; 4conv1fc, the head of Detectron's
@@ -683,7 +699,8 @@ print(f"max |mask - predicted class's channel| = {(det['masks'][:, 0] - own).abs
 # our whole image. Lower it: keep $k_0 = 4$ and the clamp to 2..5, but use `canonical_scale = 32`. On
 # paper, give the level $k$ of square boxes of sides 8, 16, 23, 31, 45, 64 and 90 px (around the range
 # of our GT boxes printed in section 1). Which sides sit exactly on a boundary, and what does the library's `eps` do
-# there? Would the heads then read all four levels?
+# there? Would the heads then read all four levels? Do it by hand; do not call `assign_levels` (the check
+# refuses an answer that does).
 #
 # *Hint:* $\log_2(s/32)$ is an integer for 8, 16, 32, 64; for the others, bracket $s$ between two powers
 # of two. Floor, then clamp.
@@ -705,7 +722,8 @@ check_levels_at_low_scale(my_levels_at_low_scale);
 # An image has `num_positive` candidate RoIs with IoU ≥ 0.5 and `num_negative` below. With `batch_size`
 # RoIs per image and at most `positive_fraction` of them positive, how many of each does the sampler of
 # section 5 keep? Return a pair `(num_pos, num_neg)`. Think of an image with only 3 positives, of one
-# with very few negatives, and of one with too few of both to fill the batch.
+# with very few negatives, and of one with too few of both to fill the batch. Answer without reopening
+# `BalancedSampler` (notebook 04) and without calling it: the point is to predict what it does.
 #
 # *Hint:* the fraction is a cap, not a quota. Decide the positives first; then ask what fills the rest.
 

@@ -23,6 +23,22 @@ BOTTLENECK_CASES = [(64, 64, 1, 56, 56), (256, 128, 2, 56, 56), (512, 256, 2, 28
 BOTTLENECK_HIDDEN = [(256, 64, 1, 20, 30), (48, 16, 2, 9, 7), (2048, 512, 1, 7, 7), (128, 32, 2, 15, 16)]
 
 
+def _names_used(answer):
+    """The global and attribute names that `answer`'s code (and the functions defined inside it) reads."""
+    names, codes = set(), [answer.__code__] if hasattr(answer, "__code__") else []
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return names
+
+
+def _refuse(answer, forbidden, why):
+    """Fail (as a check's assertion) when `answer` calls one of the `forbidden` names."""
+    used = sorted(_names_used(answer) & set(forbidden))
+    assert not used, f"do not use {', '.join(used)}: {why}"
+
+
 def resnet_d_body():
     """ResNet-18 whose stride-2 shortcuts are ResNet-D's: AvgPool2d(2, stride=2) (PyTorch's default,
     floor) and then a 1x1 conv of stride 1, instead of the 1x1 conv of stride 2. Built without moving
@@ -94,6 +110,8 @@ def check_freeze_stages(freeze_stages) -> bool:
 
     def compare():
         need_function(freeze_stages)
+        _refuse(freeze_stages, ("freeze_stages", "freeze_batchnorm"),
+                "the library's function is the solution; write it yourself")
         g = torch.Generator().manual_seed(3)
         probes = _stage_inputs(g)
         for k in (3, 1, 4):
@@ -147,6 +165,9 @@ def check_bottleneck_cost(bottleneck_cost, hidden=False) -> bool:
 
     def compare():
         need_function(bottleneck_cost)
+        _refuse(bottleneck_cost, ("make_stage", "Bottleneck", "FlopCounterMode", "flop_counter", "macs",
+                                  "bottleneck_cost_measured"),
+                "that is how the check measures the answer; count with arithmetic only")
         for in_channels, planes, stride, h, w in BOTTLENECK_HIDDEN if hidden else BOTTLENECK_CASES:
             got = tuple(int(v) for v in bottleneck_cost(in_channels, planes, stride, h, w))
             expected = bottleneck_cost_measured(in_channels, planes, stride, h, w)

@@ -56,7 +56,8 @@ def check_max_stride(answer) -> bool:
 # Exercise 2 ------------------------------------------------------------------------------------
 
 DESIGN_IMAGES, DESIGN_SEED, HIDDEN_SEED = 300, 0, 7  # the notebook's training images; other ones
-DESIGN_MIN_COVERAGE = 0.80  # share of GT boxes with an anchor at IoU >= 0.7
+DESIGN_MIN_COVERAGE = 0.82  # share of GT boxes with an anchor at IoU >= 0.7; above the 81% of octaves(16, 2)
+# square, the design one copies from the notebook's table (the worked solution covers 83%, hidden 83%)
 DESIGN_MAX_K = 2  # anchors per position: A <= 2 x 1364 = 2728, two thirds of shapes_tiny's 4092
 
 

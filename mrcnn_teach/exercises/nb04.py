@@ -25,7 +25,7 @@ LABEL_IOU = torch.tensor([
 RPN_HIGH, RPN_LOW = 0.7, 0.3
 
 
-def label_truth(iou: torch.Tensor = LABEL_IOU) -> tuple[list[int], list[int], list[int]]:
+def _label_truth(iou: torch.Tensor = LABEL_IOU) -> tuple[list[int], list[int], list[int]]:
     """(labels 1/0/-1, box each anchor learns from or -1, boxes no anchor learns from), from the library's Matcher."""
     matched = Matcher(RPN_HIGH, RPN_LOW, allow_low_quality_matches=True)(iou)  # (N,)
     labels = torch.where(matched >= 0, 1, torch.where(matched == Matcher.BETWEEN_THRESHOLDS, -1, 0))  # (N,)
@@ -48,9 +48,12 @@ def check_anchor_labels(answer) -> bool:
 
     def compare():
         need_function(answer)
+        used = set(getattr(getattr(answer, "__code__", None), "co_names", ())) & {"Matcher", "matcher", "assign_targets"}
+        assert not used, (f"work the labels out on paper and return them: don't call {', '.join(sorted(used))} "
+                          "(the point is to predict what it does)")
         got = answer()
         assert isinstance(got, (tuple, list)) and len(got) == 3, "return three lists: (labels, learns_from, orphans)"
-        labels, learns_from, orphans = label_truth()
+        labels, learns_from, orphans = _label_truth()
         n = LABEL_IOU.shape[1]
         my_labels = _as_int_list(got[0], "labels", n)
         my_from = _as_int_list(got[1], "learns_from", n)
@@ -85,7 +88,7 @@ def one_pass_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float
     return order[~suppressed]  # (K,)
 
 
-def fixed_point_passes(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> int:
+def _fixed_point_passes(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> int:
     """How many times `nms.greedy_keep` computes `suppressed = ...` on these boxes before it returns."""
     order = torch.sort(scores, descending=True, stable=True).indices  # (N,)
     suppresses = suppression_matrix(boxes[order], iou_threshold)  # (N, N) bool
@@ -126,7 +129,7 @@ def check_suppression_chain(answer) -> bool:
             f"{CHAIN_ONE_PASS_KEEPS}; the pairs with IoU > {NMS_THRESH} are {pairs}")
         passes = got[2]
         assert isinstance(passes, int) and not isinstance(passes, bool), f"passes must be an int, got {passes!r}"
-        truth = fixed_point_passes(boxes, scores, NMS_THRESH)
+        truth = _fixed_point_passes(boxes, scores, NMS_THRESH)
         assert passes == truth, (f"the boxes are right; the fixed-point loop makes {'more' if truth > passes else 'fewer'} "
                                  f"than {passes} passes on them (count the last one, which only confirms)")
 

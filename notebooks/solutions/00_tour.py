@@ -103,11 +103,17 @@ def _detect_masks_of_class_1(model, images):  # keeps mask channel 1 for every d
     return detect_by_hand(model, images)
 
 
+def _flatten_by_calling_the_library(objectness_maps, delta_maps):
+    """Right values, but it copies the function the check compares with."""
+    return flatten_head_outputs(objectness_maps, delta_maps)
+
+
 WRONG = [
     (check_variant_shapes, _shapes_with_floor_p6),
     (check_variant_shapes, _shapes_with_k_classes),
     (check_flatten, _flatten_deltas_as_4_by_k),
     (check_flatten, _flatten_without_permute),
+    (check_flatten, _flatten_by_calling_the_library),
     (check_unrolled, _detect_pasting_into_resized),
     (check_unrolled, _detect_masks_of_class_1),
 ]

@@ -126,6 +126,13 @@ def top_down_times_two(laterals):  # scale_factor=2: crashes on odd sizes
     return merged
 
 
+def top_down_library_line(laterals):  # right values, but copies FPN.forward's F.interpolate: the check refuses it
+    merged = [laterals[-1]]
+    for lateral in reversed(laterals[:-1]):
+        merged.insert(0, lateral + torch.nn.functional.interpolate(merged[0], size=lateral.shape[-2:], mode="nearest"))
+    return merged
+
+
 WRONG = [
     (check_changed_cells, changed_cells_from_P),
     (check_changed_cells, changed_cells_no_3x3),
@@ -134,7 +141,8 @@ WRONG = [
     (check_step_jumps, step_jumps_thirds),
     (check_step_jumps, step_jumps_rows),
     (check_top_down, buggy_top_down),
-    (check_top_down, top_down_nearest_exact),
+    (check_top_down, top_down_nearest_exact),  # (these two call F.interpolate, so the name check stops them first)
     (check_top_down, top_down_times_two),
+    (check_top_down, top_down_library_line),
     (check_changed_cells, None),
 ]

@@ -49,6 +49,17 @@ def shifted_roipool_outward():
     return tuple(outputs)
 
 
+def shifted_roipool_copied():
+    """Wrong: copies section 3's torchvision.ops.roi_pool call with the shifted boxes (right numbers, no work)."""
+    import torchvision
+
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        feature = torch.randn(1, 1, 6, 6)  # the map of section 2
+    boxes = ((25.68, 10.0, 139.68, 124.0), (-5.68, 10.0, 108.32, 124.0))
+    return tuple(torchvision.ops.roi_pool(feature, [torch.tensor([b])], 2, 1 / 32)[0, 0].tolist() for b in boxes)
+
+
 # Exercise 2 -------------------------------------------------------------------------------------
 def bin_gradient_sums(features, boxes, output_size, spatial_scale, sampling_ratio):
     """Sum over the map of each bin's gradient, by autograd: one backward pass per output bin.
@@ -132,6 +143,7 @@ CHECKS = [
 WRONG = [
     (check_shifted_roipool, shifted_roipool_unchanged),
     (check_shifted_roipool, shifted_roipool_outward),
+    (check_shifted_roipool, shifted_roipool_copied),
     (check_bin_gradient_sums, bin_gradient_sums_ones),
     (check_bin_gradient_sums, bin_gradient_sums_inside_box),
     (check_aligned_roi_align, roi_align_half_pixel),
