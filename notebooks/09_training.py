@@ -24,7 +24,7 @@
 # [07 — Mask loss](07_mask_loss.ipynb) (the heads' three losses), [08 — The full model](08_full_model.ipynb)
 # (the model in train mode returns the loss dict).
 #
-# **Run time:** about 40 s on a 2-core CPU, most of it the live training of section 5; the first
+# **Run time:** about 2 minutes on a 2-core CPU (106 s measured under nbval on a slow day), most of it the live training of section 5; the first
 # notebook you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it
 # in a second.
 

@@ -73,8 +73,13 @@ from mrcnn_teach.pretrained import trained_shapes_model
 from mrcnn_teach.train import build_optimizer, build_scheduler, get_train_config, training_step
 from mrcnn_teach.visualize import draw_instances, show_mask_grid
 
-# The benchmark script is not part of the package; load it from the repository, next to the notebooks.
-_spec = importlib.util.spec_from_file_location("ablations", Path("..") / "benchmarks" / "ablations.py")
+# The benchmark script is not part of the package; load it from the repository: next to the notebooks,
+# or beside the installed package (an editable install, e.g. a course folder that nbgrader runs elsewhere).
+import mrcnn_teach
+
+BENCHMARKS = next((d for d in (Path("..") / "benchmarks", Path(mrcnn_teach.__file__).resolve().parents[1] / "benchmarks")
+                   if (d / "ablations.py").exists()), Path("..") / "benchmarks")
+_spec = importlib.util.spec_from_file_location("ablations", BENCHMARKS / "ablations.py")
 ablations = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ablations)
 
@@ -226,7 +231,7 @@ show_source(ablations.run_one)
 # another results file, for example one you made with `--steps 200 --out ...`.)
 
 # %%
-ABLATIONS = Path(os.environ.get("MRCNN_TEACH_ABLATIONS", Path("..") / "benchmarks" / "results" / "ablations.json"))
+ABLATIONS = Path(os.environ.get("MRCNN_TEACH_ABLATIONS", BENCHMARKS / "results" / "ablations.json"))
 results = json.loads(ABLATIONS.read_text())
 summary, runs, seeds = results["summary"], results["runs"], results["seeds"]
 variants = [v for v in ablations.VARIANTS if v in summary]

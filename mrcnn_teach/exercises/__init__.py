@@ -86,7 +86,10 @@ def _verdict(name: str, compare: Callable[[], Any], hidden: bool) -> tuple[bool 
     """(True, message) correct, (False, message) wrong or crashed, (None, message) not attempted."""
     extra = " (and on the cases the notebook does not show)" if hidden else ""
     try:
-        compare()
+        import torch
+
+        with torch.enable_grad():  # a notebook may turn gradients off globally; a check may need them
+            compare()
     except NotImplementedError:
         return None, f"[ ] {name}: not attempted yet (write your answer in the cell above, then run this cell again)"
     except AssertionError as err:
