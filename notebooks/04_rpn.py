@@ -90,6 +90,8 @@ image, target = dataset[i]
 batch, image_sizes, features = batch50[i:i + 1], sizes50[i:i + 1], [P[i:i + 1] for P in features50]
 gt_boxes = targets50[i]["boxes"]  # (G, 4)
 print_shapes(batch50=batch50, batch=batch, features=features, gt_boxes=gt_boxes)
+assert batch.shape == (1, 3, 128, 128) and gt_boxes.shape == (len(target["boxes"]), 4)
+assert [P.shape[-1] for P in features] == [128 // 2 ** l for l in range(2, 7)]  # strides 4..64
 
 # %% [markdown]
 # ## 1. The head: a 3×3 conv, then k logits and 4k deltas
@@ -137,6 +139,7 @@ A = anchors.shape[0]
 print(f"A = {A} anchors in all")
 assert k == len(cfg["anchor_sizes"][0]) * len(cfg["aspect_ratios"][0])  # sizes x ratios
 assert A == objectness.shape[1] == k * sum(P.shape[-2] * P.shape[-1] for P in features)
+assert deltas.shape == (1, A, 4) and anchors.shape == (A, 4) and level.shape == (A,)
 
 # %% [markdown]
 # ## 2. Which levels can learn?
