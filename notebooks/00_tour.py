@@ -544,7 +544,7 @@ print(f"this image: {int(hit.any(dim=1).sum())} of {int(shown.sum())} shown dete
 
 # %%
 pre_nms = sum(min(model.rpn.pre_nms_top_n, n) for n in num_per_level)  # top-k per level, before NMS
-candidates = int((class_logits.softmax(dim=1)[:, 1:] >= roi_heads.score_thresh).sum())  # (proposal, class) pairs
+candidates = int((class_logits.softmax(dim=1)[:, 1:] > roi_heads.score_thresh).sum())  # (proposal, class) pairs, strict as in postprocess
 funnel = {"anchors": A, "top-k per level\n(before NMS)": pre_nms, "proposals\n(after NMS)": N,
           "(proposal, class)\nabove score 0.05": candidates, "detections\n(after class NMS)": D,
           "shown (score ≥ 0.5)": int(shown.sum())}
