@@ -143,6 +143,30 @@ def print_shapes(**tensors) -> None:
             print(f"{name:<{width}}  {t!r}")
 
 
+def largest_tensor(fn, *args, **kwargs):
+    """Run fn(*args, **kwargs) and measure the largest tensor any operation in it allocated.
+
+    -> (fn's result, the shape of that tensor, its bytes). A view (indexing, expand) counts the memory
+    it shares, not the elements it shows, so only what was really built counts.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Largest(TorchDispatchMode):
+        shape, nbytes = (), 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() > self.nbytes:
+                    self.shape, self.nbytes = tuple(t.shape), t.untyped_storage().nbytes()
+            return out
+
+    with Largest() as seen:
+        result = fn(*args, **kwargs)
+    return result, seen.shape, seen.nbytes
+
+
 def run_command(*args, hide=None, echo: bool = True):
     """Run `python -m mrcnn_teach ARGS...` in a fresh process, as typed in a terminal; -> CompletedProcess.
 

@@ -62,6 +62,8 @@ def mask_loss(mask_logits: Tensor, positive_rois: list[Tensor], gt_masks: list[T
 
     mask_logits (P, K+1, 28, 28) (or (P, 1, 28, 28) class agnostic) for the positive RoIs of the batch;
     per image: positive_rois (P_i, 4), gt_masks (G_i, H, W), gt_labels (G_i,), matched_idxs (P_i,).
+    Makes the (P, 28, 28) targets from the RoIs, then returns `sigmoid_mask_loss` (kind="softmax":
+    `softmax_mask_loss`), both called as (mask_logits, targets, labels).
 
     Why a sigmoid per class and not a softmax over classes? The mask branch predicts K independent
     binary masks, and only the one of the RoI's GT class is trained (the others get no gradient from
@@ -84,6 +86,16 @@ def mask_loss(mask_logits: Tensor, positive_rois: list[Tensor], gt_masks: list[T
     labels = torch.cat([lab[i] for lab, i in zip(gt_labels, matched_idxs)])  # (P,)
     if kind == "softmax":
         return softmax_mask_loss(mask_logits, targets, labels)
+    return sigmoid_mask_loss(mask_logits, targets, labels)  # ()
+
+
+def sigmoid_mask_loss(mask_logits: Tensor, targets: Tensor, labels: Tensor) -> Tensor:
+    """L_mask with the targets given: binary cross-entropy on the GT class's channel only (Sec. 3).
+
+    mask_logits (P, K+1, M, M) (or (P, 1, M, M) class agnostic), targets (P, M, M) in [0, 1], labels (P,)
+    in 1..K -> () the mean over the P*M*M pixels. Same argument order as `softmax_mask_loss`; `mask_loss`
+    makes the targets from the RoIs and calls one of the two.
+    """
     channel = torch.zeros_like(labels) if mask_logits.shape[1] == 1 else labels  # (P,) class agnostic -> 0
     logits_of_gt_class = mask_logits[torch.arange(labels.shape[0], device=labels.device), channel]  # (P, M, M)
     return F.binary_cross_entropy_with_logits(logits_of_gt_class, targets)  # ()

@@ -15,12 +15,14 @@
 #   softmax sends gradient into every channel and makes the classes compete;
 # - two common mistakes about a softmax over the mask channels: the softmax loss is perfectly
 #   well-defined (the paper trains it: 24.8 vs 30.3 mask AP), and it is not semantic segmentation;
-# - class-agnostic masks (N×1×28×28) and what per-class masks cost in memory for 3, 80 and 1000 classes.
+# - what decoupling looks like in a trained model: a mask for every class, each following the object;
+# - class-agnostic masks (N×1×28×28), and what per-class masks cost in memory for 3, 80 and 1000 classes —
+#   in a naive head, and in one that computes only the GT class's channel.
 #
 # **Builds on:** [06 — Box and mask heads](06_heads.ipynb) (mask head, mask targets),
-# [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (how the targets are resampled).
+# [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (how the targets are resampled, and the `aligned` flag).
 #
-# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# **Run time:** about 25 s on a 2-core CPU; the first notebook you run also trains the shared shapes
 # model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
@@ -39,9 +41,11 @@ if "google.colab" in sys.modules and importlib.util.find_spec("mrcnn_teach") is 
     importlib.invalidate_caches()
 
 # %%
-from mrcnn_teach.notebook import setup, show_source, print_shapes
+from mrcnn_teach.notebook import largest_tensor, setup, show_source, print_shapes
 
 setup()
+
+import functools
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -49,11 +53,10 @@ import torch
 from matplotlib.patches import Patch
 from torch.nn import functional as F
 
-from mrcnn_teach import build_maskrcnn, heads, masks, roi_heads
+from mrcnn_teach import build_maskrcnn, heads, masks, roi_heads, roi_ops
 from mrcnn_teach.configs import get_config
 from mrcnn_teach.datasets import ShapesDataset
 from mrcnn_teach.pretrained import trained_shapes_model
-from mrcnn_teach.roi_heads import softmax_mask_loss as softmax_mask_loss_library
 from mrcnn_teach.visualize import class_color, draw_boxes, to_numpy_image
 
 # %% [markdown]
@@ -67,10 +70,11 @@ from mrcnn_teach.visualize import class_color, draw_boxes, to_numpy_image
 # $$L_{mask} = -\frac{1}{m^2} \sum_{i,j} \Big[\, y_{ij} \log \sigma(x^k_{ij}) + (1 - y_{ij}) \log\big(1 - \sigma(x^k_{ij})\big) \Big].$$
 #
 # The library averages this over all positive RoIs of the batch as well, i.e. over $P \cdot m^2$ terms.
-# Its docstring already argues the sigmoid-vs-softmax question we work through below.
+# `mask_loss` makes the targets from the RoIs, then calls `sigmoid_mask_loss(mask_logits, targets, labels)`,
+# the formula itself. Its docstring already argues the sigmoid-vs-softmax question we work through below.
 
 # %%
-show_source(roi_heads.mask_loss)
+show_source(roi_heads.mask_loss, roi_heads.sigmoid_mask_loss)
 
 # %% [markdown]
 # ## 2. The loss by hand on a tiny example
@@ -80,7 +84,7 @@ show_source(roi_heads.mask_loss)
 # of class 2, and we write their binary targets by hand. The computation: pick channel $k$ of each RoI,
 # apply the sigmoid, evaluate the formula at each pixel, average. We print RoI 0's 16 per-pixel losses,
 # each RoI's mean and the overall mean, and expect PyTorch's `binary_cross_entropy_with_logits` on the
-# picked channels — the last line of `mask_loss` — to give the same overall number.
+# picked channels — the last line of `sigmoid_mask_loss` — to give the same overall number.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -131,6 +135,32 @@ print(soft_targets.numpy().round(2))
 print(f"mask_loss (library): {loss_library:.4f}    by hand on these targets: {loss_by_hand:.4f}")
 
 # %% [markdown]
+# The square sits in the middle of its box, yet its target (printed above) is lopsided: 0.25 in the
+# top-left corner, 0.03 in the bottom-right. That is not a bug but RoIAlign's `aligned=False`
+# ([05](05_roi_align.ipynb), section 7), which torchvision and this library use to crop the targets: it
+# puts pixel $i$'s value at position $i$, not at the pixel's centre $i + \tfrac12$, so each sample reads
+# the mask half a pixel right of and below where it sits, and the object comes out shifted half a pixel
+# up and left in its target. We crop the same square with `aligned=True` and expect a symmetric target.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+crops = {a: masks.project_masks_on_boxes(gt_masks[:1], rois[:1], matched[:1], 4,
+                                         roi_align=functools.partial(roi_ops.roi_align, aligned=a))[0]
+         for a in (False, True)}  # (4, 4) each: the square's target
+for a, crop in crops.items():
+    print(f"aligned={a}: top-left corner {crop[0, 0]:.3f}, bottom-right corner {crop[-1, -1]:.3f}")
+    print(crop.numpy().round(3))
+assert torch.equal(crops[False], soft_targets[0])  # the library's targets are the aligned=False crop
+assert torch.allclose(crops[True], crops[True].flip(0, 1))  # symmetric under a half-turn
+assert not torch.allclose(crops[False], crops[False].flip(0, 1))
+
+# %% [markdown]
+# With `aligned=True` the corners are equal (one of each corner bin's 3×3 samples falls on the square)
+# and so are the edges. The library keeps torchvision's `aligned=False` for the targets, so that its
+# trained weights mean the same as torchvision's; the shift is half a pixel of the image, whatever the
+# RoI's size.
+
+# %% [markdown]
 # ## 3. Which channels get a gradient?
 #
 # Differentiate $L_{mask}$ with respect to a logit. The sigmoid and the cross-entropy combine into the
@@ -156,31 +186,19 @@ print(f"mask_loss (library): {loss_library:.4f}    by hand on these targets: {lo
 # for the measured ablation of notebook 12; here is its source:
 
 # %%
-show_source(softmax_mask_loss_library)
+show_source(roi_heads.softmax_mask_loss)
 
 # %% [markdown]
-# We wrap both losses with the same argument order and let autograd confirm both formulas on the tiny
-# example: with BCE we expect non-zero gradient sums only in channel 1 for RoI 0 and channel 2 for
-# RoI 1; with softmax, in all three.
-
-# %%
-def softmax_mask_loss(mask_logits, labels, targets):
-    """The library's softmax_mask_loss (above), with this notebook's argument order."""
-    return softmax_mask_loss_library(mask_logits, targets, labels)  # ()
-
-
-def sigmoid_mask_loss(mask_logits, labels, targets):
-    """L_mask with the targets given: the last two lines of the library's mask_loss."""
-    picked = mask_logits[torch.arange(len(labels)), labels]  # (P, m, m)
-    return F.binary_cross_entropy_with_logits(picked, targets)  # ()
-
+# It takes the same arguments as `sigmoid_mask_loss`, `(mask_logits, targets, labels)`, and `mask_loss`
+# calls one or the other. We let autograd confirm both formulas on the tiny example: with BCE we expect
+# non-zero gradient sums only in channel 1 for RoI 0 and channel 2 for RoI 1; with softmax, in all three.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 grads = {}
-for name, loss_fn in (("sigmoid BCE", sigmoid_mask_loss), ("softmax CE", softmax_mask_loss)):
+for name, loss_fn in (("sigmoid BCE", roi_heads.sigmoid_mask_loss), ("softmax CE", roi_heads.softmax_mask_loss)):
     x_ = logits.clone().requires_grad_(True)  # (P, K+1, m, m)
-    loss = loss_fn(x_, labels, targets)
+    loss = loss_fn(x_, targets, labels)
     loss.backward()
     grads[name] = x_.grad  # (P, K+1, m, m)
     assert x_.grad.shape == (2, 3, 4, 4)
@@ -203,10 +221,11 @@ print("both closed forms match autograd")
 # The same on a real RoI. We take held-out image 40 of the shapes data — two circles and a square that
 # overlap — and run the trained model's mask branch on the GT boxes (as if they were proposals), giving
 # 4 channels of 28×28 logits per object. We look at the second circle, the one nothing hides, and draw
-# the gradient each channel receives under the two losses. Expect the top row (sigmoid BCE) to be blank except in the circle channel; in the bottom
-# row (softmax) the square and triangle channels get positive gradient (gradient descent lowers them)
-# wherever the softmax gives them some probability, inside the circle and outside it, while the circle
-# channel is raised inside and the background channel mostly outside.
+# the gradient each channel receives under the two losses. Expect the top row (sigmoid BCE) to be blank
+# except in the circle channel; in the bottom row (softmax) the square and triangle channels get positive
+# gradient (gradient descent lowers them) wherever the softmax gives them some probability, inside the
+# circle and outside it, while the circle channel is raised inside and the background channel mostly
+# outside.
 
 # %%
 model = trained_shapes_model()
@@ -225,9 +244,9 @@ print("objects in image 40:", [class_names[int(k)] for k in target["labels"]])
 n = 1  # the second circle
 one_logits, one_label, one_target = real_logits[n:n + 1], target["labels"][n:n + 1], real_targets[n:n + 1]
 real_grads = {}
-for name, loss_fn in (("sigmoid BCE", sigmoid_mask_loss), ("softmax CE", softmax_mask_loss)):
+for name, loss_fn in (("sigmoid BCE", roi_heads.sigmoid_mask_loss), ("softmax CE", roi_heads.softmax_mask_loss)):
     x_ = one_logits.clone().requires_grad_(True)  # (1, 4, 28, 28)
-    loss_fn(x_, one_label, one_target).backward()
+    loss_fn(x_, one_target, one_label).backward()
     real_grads[name] = x_.grad[0]  # (4, 28, 28)
     assert x_.grad.shape == (1, 4, 28, 28)
 print_shapes(one_roi_logits=one_logits, target=one_target, gradient_per_roi=real_grads["softmax CE"])
@@ -260,6 +279,81 @@ plt.show()
 # says about this RoI is none of its business. With the softmax, the same RoI also trains the square and
 # triangle channels, to be *low* on this object — a circle-shaped hole is pushed into every other class's
 # mask. The mask branch now has to decide the class at each pixel, which is the classifier's job.
+# (The faint checkerboard in the softmax row comes from the mask predictor's 2×2 deconvolution with
+# stride 2: each 14×14 cell becomes a 2×2 block of output pixels, and the four pixels of a block get four
+# different kernel weights, so the logits — and the softmax's gradient — alternate from pixel to pixel.)
+#
+# ### What the trained model's channels draw
+#
+# What decoupling gives a trained model: every channel answers "which pixels, *if this object were of
+# class c*?" A channel is trained only on RoIs of its own class — the square channel has never been
+# told anything about a circle — and the background channel is never trained at all. Does a channel
+# still draw an object of another class? We run the trained model on the GT boxes of all 100 held-out
+# images (as RoIs, as above), read the box classifier's class for each, and measure the IoU of every
+# channel's mask with the target (both cut at 0.5), in particular where the classifier picks a wrong
+# shape: the mask of the class it picks is the one that would be pasted.
+
+# %%
+held_out = [ShapesDataset(100, seed=1)[i] for i in range(100)]  # (image, target) pairs
+gt_boxes = [t["boxes"] for _, t in held_out]
+with torch.no_grad():
+    batch_all, sizes_all, _ = model.transform([im for im, _ in held_out])  # (100, 3, 128, 128)
+    features_all = model.backbone(batch_all)  # [P2..P6]
+    probs_all = model.roi_heads.box_logits(features_all, gt_boxes, sizes_all)[0].softmax(dim=1)  # (G, K+1)
+    masks_all = torch.sigmoid(model.roi_heads.mask_logits(features_all, gt_boxes, sizes_all))  # (G, K+1, 28, 28)
+targets_all = torch.cat([masks.project_masks_on_boxes(t["masks"], t["boxes"], torch.arange(len(t["boxes"])), 28)
+                         for _, t in held_out])  # (G, 28, 28)
+on, inside = masks_all >= 0.5, targets_all[:, None] >= 0.5  # (G, K+1, 28, 28), (G, 1, 28, 28)
+iou_all = (on & inside).sum(dim=(2, 3)) / (on | inside).sum(dim=(2, 3))  # (G, K+1) every channel's mask
+gt_class = torch.cat([t["labels"] for _, t in held_out])  # (G,)
+called = probs_all.argmax(dim=1)  # (G,) the box classifier's class
+rows = torch.arange(len(gt_class))  # (G,)
+wrong = (called != gt_class) & (called > 0)  # (G,) called another shape
+print(f"{len(gt_class)} GT boxes; the classifier calls {int((called != gt_class).sum())} of them wrong: "
+      f"{int(wrong.sum())} another shape, {int((called == 0).sum())} background")
+print(f"on the {int(wrong.sum())} called another shape, mean mask IoU: "
+      f"{iou_all[rows, gt_class][wrong].mean():.2f} at the GT class, "
+      f"{iou_all[rows, called][wrong].mean():.2f} at the class the classifier picked")
+assert iou_all[rows, called][wrong].mean() > 0.5  # the wrong class's mask still follows the object
+
+# %% [markdown]
+# The picture shows two RoIs channel by channel: the circle above, and the box whose wrong class the
+# classifier is surest of (its probabilities in the titles). The background column shows the
+# deconvolution's checkerboard raw, as a channel that was never trained does.
+
+# %%
+first = sum(len(b) for b in gt_boxes[:40])  # where image 40's boxes start in the concatenation
+shown = [first + 1, int(torch.where(wrong, probs_all[rows, called], 0).argmax())]  # the circle, the surest mistake
+image_of = torch.cat([torch.full((len(b),), i) for i, b in enumerate(gt_boxes)])  # (G,)
+fig, axes = plt.subplots(2, 5, figsize=(12, 5.2), layout="constrained")
+for row, g in enumerate(shown):
+    k, picked = int(gt_class[g]), int(called[g])
+    axes[row, 0].imshow(targets_all[g].numpy(), cmap="gray", vmin=0, vmax=1)
+    axes[row, 0].set_title(f"image {int(image_of[g])}: target ({class_names[k]})\n"
+                           f"classifier picks {class_names[picked]} ({probs_all[g, picked]:.2f})", fontsize=9)
+    for c in range(4):
+        axes[row, c + 1].imshow(masks_all[g, c].numpy(), cmap="gray", vmin=0, vmax=1)
+        role = "GT class" if c == k else f"p = {probs_all[g, c]:.2f}"
+        note = "(never trained)" if c == 0 else f"({role}; IoU {iou_all[g, c]:.2f})"
+        axes[row, c + 1].set_title(f"σ(x) of channel {c}: {class_names[c]}\n{note}", fontsize=9,
+                                   color=class_color(c) if c else "black")
+for ax in axes.flat:
+    ax.set_axis_off()
+fig.suptitle("Decoupled masks: the trained model's mask of every class for the same RoI (white 1, black 0)",
+             fontsize=10)
+plt.show()
+
+# %% [markdown]
+# Every foreground channel draws the object in the box, whatever its own class: in the first row the
+# square and triangle channels draw a circle, though neither was ever trained on one (IoUs in the
+# titles). The mask branch learnt to segment *the object in the box*, and the channel's class changes the
+# map little. So when the classifier picks the wrong shape, the mask that gets pasted is about as good as
+# the GT class's would have been: the two mean IoUs printed above are close. (These are GT boxes used as
+# RoIs; a detection's box differs a little.) The second row is a failure, and the mask branch shares it:
+# a square that the classifier takes for a circle, and every channel draws a rounder blob than the
+# square — the picked class's mask is no worse than the GT class's, and no better. With a softmax, the
+# picked class's channel would have been trained to say "not here" on objects of the other classes.
+# What decoupling cannot save is a box the classifier calls background: it is dropped, mask and all.
 #
 # ## 4. Common mistake: "a softmax over the mask channels is ill-defined"
 #
@@ -285,17 +379,19 @@ extreme = torch.where(torch.rand(logits.shape, generator=torch.Generator().manua
 cases = {"tiny example": (logits, labels, targets),
          "tiny example, logits +-50": (extreme, labels, targets)}
 for name, (lg, lb, tg) in cases.items():
-    l_sig, l_soft = sigmoid_mask_loss(lg, lb, tg), softmax_mask_loss(lg, lb, tg)
+    l_sig, l_soft = roi_heads.sigmoid_mask_loss(lg, tg, lb), roi_heads.softmax_mask_loss(lg, tg, lb)
     assert l_sig.shape == l_soft.shape == () and torch.isfinite(l_sig) and torch.isfinite(l_soft)
     print(f"{name:<26} sigmoid BCE {l_sig.item():9.4f}   softmax CE {l_soft.item():9.4f}")
 
 # %% [markdown]
 # And on the trained model's real RoI (computed from the trained weights, so not byte-for-byte the same
-# on every machine; the model was trained with the sigmoid loss, so that is the smaller one):
+# on every machine). The two numbers are not to be compared: they are different losses, and the softmax
+# one also runs over the background channel, which this sigmoid-trained model never trained. What matters
+# here is that both are finite.
 
 # %%
-l_sig = sigmoid_mask_loss(one_logits, one_label, one_target)
-l_soft = softmax_mask_loss(one_logits, one_label, one_target)
+l_sig = roi_heads.sigmoid_mask_loss(one_logits, one_target, one_label)
+l_soft = roi_heads.softmax_mask_loss(one_logits, one_target, one_label)
 assert torch.isfinite(l_sig) and torch.isfinite(l_soft)
 print(f"real circle RoI: sigmoid BCE {l_sig.item():.4f}   softmax CE {l_soft.item():.4f}")
 
@@ -354,11 +450,11 @@ plt.show()
 #
 # Since the classifier picks the class anyway, one can go further and predict a **single** mask per RoI,
 # for whatever class it is: the mask predictor's last 1×1 conv then has one output channel, the logits are
-# N×1×28×28, and `mask_loss` and inference read channel 0 for every RoI (the `channel = ...` line in the
-# source of section 1). The paper reports this nearly as good: 29.7 mask AP against 30.3 for per-class masks
-# (Sec. 4.2, ResNet-50-C4). In the library it is one config key, `class_agnostic_masks`. We build a
-# shapes_tiny model with it (random weights: we look at shapes only) and expect (3, 1, 28, 28) for the 3
-# objects of image 40, where the per-class model gives (3, 4, 28, 28).
+# N×1×28×28, and `mask_loss` and inference read channel 0 for every RoI (the `channel = ...` line of
+# `sigmoid_mask_loss`, section 1). The paper reports this nearly as good: 29.7 mask AP against 30.3 for
+# per-class masks (Sec. 4.2, ResNet-50-C4). In the library it is one config key, `class_agnostic_masks`.
+# We build a shapes_tiny model with it (random weights: we look at shapes only) and expect (3, 1, 28, 28)
+# for the 3 objects of image 40, where the per-class model gives (3, 4, 28, 28).
 
 # %%
 print("class_agnostic_masks in shapes_tiny:", get_config("shapes_tiny")["class_agnostic_masks"])
@@ -378,50 +474,45 @@ print_shapes(per_class_logits=real_logits, agnostic_logits=agnostic_logits)
 # K+1 channels, background included. We count float32 bytes for N = 100 RoIs (the detections per image at
 # inference, `box_detections_per_img`) and N = 512 (for instance 4 training images × 128 positives, the
 # most a 512-RoI sample with 25% positives can have), for K = 3 (shapes), 80 (COCO) and 1000 classes
-# (LVIS-sized vocabularies). Training needs as much again for the logits' gradient. The arithmetic first,
-# then one row checked against a real tensor from `MaskPredictor`.
+# (LVIS-sized vocabularies). Training needs as much again for the logits' gradient. Two columns more: the
+# deconvolution's output (N, C, 28, 28) with resnet50_fpn's C = 256, which every head builds whatever K
+# is, and a *gathered* head, explained below the table. The arithmetic first, then one row measured: the
+# largest tensor a real `MaskPredictor` allocates (`largest_tensor` watches every operation).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-MiB = 2**20
-print(f"{'N':>4} {'K':>5}   {'per-class (N, K+1, 28, 28)':>28}   {'agnostic (N, 1, 28, 28)':>24}   ratio")
+MiB, C = 2**20, get_config("resnet50_fpn")["mask_dim_reduced"]  # C = 256 channels into the 1x1 conv
+print(f"{'N':>4} {'K':>5}  {'per-class (N, K+1, 28, 28)':>27}  {'agnostic (N, 1, 28, 28)':>24}  "
+      f"{'gathered':>10}  {'deconv (N, C, 28, 28)':>22}")
 table = {}
 for N in (100, 512):
     for K in (3, 80, 1000):
         per_class = N * (K + 1) * 28 * 28 * 4  # bytes, float32
         agnostic_bytes = N * 1 * 28 * 28 * 4
-        table[N, K] = (per_class, agnostic_bytes)
-        print(f"{N:>4} {K:>5}   {per_class / MiB:>24.2f} MiB   {agnostic_bytes / MiB:>20.2f} MiB   {K + 1:>5}x")
+        gathered = N * C * 4 + N * 28 * 28 * 4  # the GT class's 1x1 weights per RoI, then one map per RoI
+        table[N, K] = (per_class, agnostic_bytes, gathered)
+        print(f"{N:>4} {K:>5}  {per_class / MiB:>23.2f} MiB  {agnostic_bytes / MiB:>20.2f} MiB  "
+              f"{gathered / MiB:>6.2f} MiB  {N * C * 28 * 28 * 4 / MiB:>18.2f} MiB")
 
-predictor = heads.MaskPredictor(in_channels=8, num_classes=3 + 1, dim_reduced=8)  # K = 3, tiny trunk
-out = predictor(torch.zeros(100, 8, 14, 14))  # (100, 4, 28, 28)
-assert out.shape == (100, 4, 28, 28) and out.numel() * out.element_size() == table[100, 3][0]
-print(f"check: MaskPredictor output {tuple(out.shape)} holds {out.numel() * out.element_size():,} bytes")
-
-# %%
-fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-Ks = (3, 80, 1000)
-xs = np.arange(len(Ks))
-for i, (N, shift) in enumerate(((100, -0.3), (512, -0.1))):
-    ax.bar(xs + shift, [table[N, K][0] / MiB for K in Ks], width=0.2, color="tab:blue", alpha=0.5 + 0.4 * i,
-           label=f"per-class, N = {N}")
-for i, (N, shift) in enumerate(((100, 0.1), (512, 0.3))):
-    ax.bar(xs + shift, [table[N, K][1] / MiB for K in Ks], width=0.2, color="tab:orange", alpha=0.5 + 0.4 * i,
-           label=f"class-agnostic, N = {N}")
-ax.set_yscale("log")
-ax.set_xticks(xs, [f"K = {K}" for K in Ks])
-ax.set(title="Memory of the mask logits (float32, forward only)", xlabel="number of classes",
-       ylabel="MiB (log scale)")
-ax.legend(fontsize=8, ncol=2)
-ax.grid(axis="y", alpha=0.3)
-plt.show()
+predictor = heads.MaskPredictor(in_channels=8, num_classes=80 + 1, dim_reduced=8)  # K = 80, tiny trunk
+with torch.no_grad():
+    out, shape, nbytes = largest_tensor(predictor, torch.zeros(100, 8, 14, 14))  # (100, 81, 28, 28)
+assert out.shape == shape == (100, 81, 28, 28) and nbytes == table[100, 80][0]
+print(f"measured: the largest tensor MaskPredictor builds for N = 100, K = 80 is {shape}, {nbytes / MiB:.2f} MiB")
 
 # %% [markdown]
-# At K = 1000 and 512 RoIs the per-class logits alone take 1.5 GiB, three orders of magnitude more than
-# the agnostic 1.5 MiB — and all but one channel per RoI receive no gradient anyway. The shared trunk
-# (four convs and the deconvolution) costs the same in both; only the last 1×1 conv and its output grow
-# with K. For COCO's 80 classes the per-class head is affordable and slightly better; for very large
-# vocabularies the class-agnostic head is the practical choice.
+# At K = 1000 and 512 RoIs the per-class logits take 1.5 GiB — but only in a **naive** head, which
+# computes every channel and then reads one. The 1×1 conv gives channel $c$ at each pixel as
+# $w_c \cdot f + b_c$ from the pixel's C features $f$, and only channel $k$ of each RoI enters the loss
+# (at inference, only the predicted class's). So a head can gather the row $w_k$ of each RoI first —
+# C numbers — and compute one 28×28 map per RoI: N×C weights plus N×28×28 logits, the *gathered* column,
+# the same for every K, and the same loss and gradients (the other channels get zero gradient anyway).
+# Exercise 3 builds it and measures it with `largest_tensor`. What remains the same for every head is the
+# deconvolution's output (last column), larger than the per-class logits up to K ≈ C. So memory is a
+# reason against per-class masks only for a naive head with a large vocabulary. The class-agnostic head
+# has another argument: its one mask is trained by every RoI, whereas a per-class mask is trained only by
+# its class's RoIs, few for the rare classes of a large vocabulary (a hypothesis; the paper measures
+# agnostic masks on COCO only, 29.7 vs 30.3).
 #
 # ## Summary
 #
@@ -433,51 +524,94 @@ plt.show()
 #   gradient into every channel and pushes the other classes down. The paper measures the cost:
 #   24.8 vs 30.3 mask AP (Table 2b). It is still instance segmentation — semantic segmentation is a
 #   different task.
+# - Trained with the sigmoid loss, every class's channel draws the object in the box: a detection with
+#   the wrong class still gets a mask about as good as its right class's (the mean IoUs of section 3).
 # - Class-agnostic masks (N×1×28×28, `class_agnostic_masks=True`) are nearly as good (29.7 vs 30.3 in the
-#   paper) and their memory does not grow with the number of classes.
+#   paper). The per-class logits grow with K only in a naive head: gathering the GT class's 1×1 weights
+#   first computes one map per RoI, whatever K is.
 #
 # ## Exercises
 #
-# Worked solutions are in `solutions/07_mask_loss.py` (for teachers).
+# Worked solutions are in `solutions/07_mask_loss.py` (for teachers). Each check cell says whether
+# your answer is right.
 #
-# **1. $L_{mask}$ yourself.** Write `my_mask_loss(mask_logits, labels, targets)`: mask_logits
-# (P, C, m, m), labels (P,) in 1..K, targets (P, m, m) in [0, 1]. It must work for per-class logits
-# (C = K+1) and for class-agnostic ones (C = 1). The check compares with the library's `mask_loss`.
+# ### Exercise 1 — Derive · about 15 min: what the target channel gains, the others lose
+#
+# Write `my_softmax_push(mask_logits, targets, labels)` for the library's `roi_heads.softmax_mask_loss`
+# (same arguments: `(P, K+1, m, m)`, `(P, m, m)`, `(P,)`). At each pixel, call $t_{ij}$ its target class
+# (the RoI's class where the target is ≥ 0.5, background elsewhere) and return two `(P, m, m)` tensors:
+# `up`, minus the loss's gradient on channel $t_{ij}$ (what gradient descent adds to the target class's
+# logit, per unit of learning rate), and `down`, the sum of the gradient over the other K channels (what
+# it takes from them together). Compute both from the gradient, not from each other.
+#
+# Then derive from section 3's formula what `up - down` is at every pixel, and say in a sentence what
+# that means for the competition between classes. What is the sum of the gradient over the channels
+# under the sigmoid loss?
+#
+# *Hint:* autograd of `softmax_mask_loss` gives the gradient; `grad.gather(1, t[:, None])` reads one
+# channel per pixel.
 
 # %%
-def my_mask_loss(mask_logits, labels, targets):
+def my_softmax_push(mask_logits, targets, labels):
+    """-> (up, down), each (P, m, m): minus the gradient on each pixel's target channel; the others' gradient summed."""
     raise NotImplementedError  # your code here
 
 
 # %%
-from mrcnn_teach.exercises.nb07 import check_bce_gradient, check_mask_loss, check_softmax_gradient
+from mrcnn_teach.exercises.nb07 import check_bce_floor, check_gathered_mask_loss, check_softmax_push
 
-check_mask_loss(my_mask_loss);
+check_softmax_push(my_softmax_push);
 
 # %% [markdown]
-# **2. The BCE gradient in closed form.** Without autograd, return the gradient of $L_{mask}$ (per-class,
-# mean over P·m·m) with respect to `mask_logits`, a tensor of the same shape (P, K+1, m, m). Section 3
-# has the formula; remember which channels are zero.
+# ### Exercise 2 — Derive · about 10 min: the lowest mask loss on soft targets
+#
+# Predict first: can any logits bring $L_{mask}$ to 0 on the 4×4 targets of section 2 (the soft ones
+# the library made)? Then write `my_bce_floor(targets)`: for targets `(P, m, m)` in [0, 1], return the
+# lowest value that $L_{mask}$ (the mean BCE over the $P m^2$ pixels) can take, for any logits. Say which
+# logits reach it. Last, compute it for the trained model's circle RoI, `my_bce_floor(one_target)`, and
+# compare it with that RoI's loss printed in section 4: how much of that loss could a better model remove?
+#
+# *Hint:* minimise one pixel's $-y \log p - (1 - y) \log(1 - p)$ over $p$. Real targets have many pixels
+# with $y$ exactly 0 or 1: `torch.xlogy` computes $y \log y$ with $0 \log 0 = 0$.
 
 # %%
-def my_bce_gradient(mask_logits, labels, targets):
+def my_bce_floor(targets):
+    """targets (P, m, m) in [0, 1] -> () the lowest mean binary cross-entropy any logits can reach on them."""
     raise NotImplementedError  # your code here
 
 
 # %%
-check_bce_gradient(my_bce_gradient);
+check_bce_floor(my_bce_floor);
 
 # %% [markdown]
-# **3. The softmax gradient in closed form.** The same for `softmax_mask_loss` of section 3 (class map:
-# the RoI's class where the target is ≥ 0.5, background elsewhere). Hint: `F.one_hot` and a `permute`.
+# ### Exercise 3 — Design · about 20 min: a mask head that computes one channel per RoI
+#
+# Section 5 claims that a head can gather the GT class's 1×1 weights and never build the (P, K+1, 28, 28)
+# logits. Build it: `my_gathered_mask_loss(mask_features, predictor, targets, labels)` takes the mask
+# head's output `(P, C, 14, 14)` (before the predictor), a `heads.MaskPredictor` (its layers:
+# `predictor.deconv`, then a ReLU, then the 1×1 conv `predictor.mask_logits`, weight `(K+1, C', 1, 1)` and
+# bias `(K+1,)`), targets `(P, 28, 28)` and labels `(P,)`, and returns the same loss as
+# `roi_heads.sigmoid_mask_loss(predictor(mask_features), targets, labels)`, with the same gradients for
+# the features and for every weight. The check runs it with K+1 = 301 channels and refuses any tensor
+# larger than the deconvolution's output, so calling `predictor(...)` or its 1×1 conv, for all RoIs or one
+# RoI at a time, fails.
+#
+# Then measure: `largest_tensor(my_gathered_mask_loss, ...)` against `largest_tensor` of the naive loss,
+# for 100 RoIs, K = 1000 and C = C' = 32 (shapes_tiny's mask head). Is the per-class head's memory then an
+# argument for class-agnostic masks? What does the gathered head cost at inference, where the labels are
+# the predicted classes?
+#
+# *Hint:* channel $c$ of the 1×1 conv at one pixel is $w_c \cdot f + b_c$; index the weight and the bias
+# with `labels`, then one `torch.einsum` over C' does all the dot products.
 
 # %%
-def my_softmax_gradient(mask_logits, labels, targets):
+def my_gathered_mask_loss(mask_features, predictor, targets, labels):
+    """-> () L_mask of predictor(mask_features), computing only channel labels[n] of each RoI n."""
     raise NotImplementedError  # your code here
 
 
 # %%
-check_softmax_gradient(my_softmax_gradient);
+check_gathered_mask_loss(my_gathered_mask_loss);
 
 # %% [markdown]
 # Next: [08 — The full model](08_full_model.ipynb)

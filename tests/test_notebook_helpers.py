@@ -90,3 +90,15 @@ def test_run_command_prints_the_command_its_output_and_a_failure_without_machine
     assert out.splitlines()[0] == "$ python -m mrcnn_teach predict --checkpoint <tmp>/ckpt.pt <tmp>/nothing.png --out <tmp>/preds"
     assert "[stderr] error: image not found: <tmp>/nothing.png" in out and "[exit status 2]" in out
     assert str(tmp_path) not in out
+
+
+def test_largest_tensor_measures_what_was_built_not_what_a_view_shows():
+    x = torch.zeros(10, 8)  # built outside: not counted
+
+    def build():
+        wide = torch.ones(4, 1, 5).expand(4, 100, 5)  # a view: 20 floats of memory, 2000 shown
+        return (x @ torch.ones(8, 30)).sum() + wide.sum()  # (10, 30) is the largest built
+
+    result, shape, nbytes = notebook.largest_tensor(build)
+    assert float(result) == 2000.0
+    assert shape == (10, 30) and nbytes == 10 * 30 * 4

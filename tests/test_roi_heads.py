@@ -12,7 +12,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from mrcnn_teach.heads import BoxHead, BoxPredictor, MaskHead, MaskPredictor
 from mrcnn_teach.kernels import TEACHING, TORCHVISION
 from mrcnn_teach.poolers import MultiLevelRoIAlign
-from mrcnn_teach.roi_heads import RoIHeads, box_loss
+from mrcnn_teach.masks import project_masks_on_boxes
+from mrcnn_teach.roi_heads import RoIHeads, box_loss, mask_loss, sigmoid_mask_loss, softmax_mask_loss
 
 C, REPR, MASK_C, NUM_CLASSES = 16, 32, 16, 4  # tiny heads; 3 foreground classes + background
 IMAGE_SIZES = [(96, 120), (81, 128)]  # padded batch 96 x 128
@@ -190,3 +191,33 @@ def test_bad_targets_raise_value_errors():
     bad[0]["masks"] = bad[0]["masks"][:2]
     with pytest.raises(ValueError, match="masks of image 0"):
         ours(features, proposals, IMAGE_SIZES, bad)
+
+
+def test_sigmoid_mask_loss_takes_the_targets_and_equals_mask_loss():
+    """sigmoid_mask_loss(logits, targets, labels) (softmax_mask_loss's order) is what mask_loss computes once it has
+    made the targets from the RoIs: per class and class agnostic, the values mask_loss gave before it was split out."""
+    g = torch.Generator().manual_seed(7)
+    gt_masks = [(torch.rand(3, 20, 24, generator=g) > 0.5).to(torch.uint8),
+                (torch.rand(2, 16, 16, generator=g) > 0.5).to(torch.uint8)]
+    gt_labels = [torch.tensor([1, 3, 2]), torch.tensor([2, 1])]
+    rois = [torch.tensor([[1.0, 2.0, 15.0, 12.0], [0.0, 0.0, 23.0, 19.0], [5.5, 3.25, 9.0, 18.0]]),
+            torch.tensor([[2.0, 2.0, 14.0, 14.0]])]
+    matched = [torch.tensor([0, 1, 2]), torch.tensor([1])]
+    logits = torch.randn(4, 4, 6, 6, generator=g)  # (P, K+1, M, M)
+    targets = torch.cat([project_masks_on_boxes(m, r, i, 6) for m, r, i in zip(gt_masks, rois, matched)])  # (P, 6, 6)
+    labels = torch.tensor([1, 3, 2, 1])  # (P,) the matched GTs' classes
+    # mask_loss's values before sigmoid_mask_loss existed (its inline BCE, commit 0c6d089)
+    for lg, before in ((logits, 0.818025529384613), (logits[:, :1], 0.8149705529212952)):
+        torch.testing.assert_close(mask_loss(lg, rois, gt_masks, gt_labels, matched), torch.tensor(before))
+        torch.testing.assert_close(sigmoid_mask_loss(lg, targets, labels), torch.tensor(before))
+    # by hand: BCE of channel labels[n] of RoI n; a gradient on that channel only
+    x = logits.clone().requires_grad_(True)
+    p = torch.sigmoid(x[torch.arange(4), labels])  # (P, M, M)
+    by_hand = -(targets * p.log() + (1 - targets) * (1 - p).log()).mean()
+    torch.testing.assert_close(sigmoid_mask_loss(x, targets, labels), by_hand)
+    sigmoid_mask_loss(x, targets, labels).backward()
+    touched = x.grad.abs().sum(dim=(2, 3)) > 0  # (P, K+1)
+    assert touched.tolist() == torch.nn.functional.one_hot(labels, 4).bool().tolist()
+    # the softmax variant takes the same three arguments, and mask_loss(kind="softmax") is it
+    torch.testing.assert_close(mask_loss(logits, rois, gt_masks, gt_labels, matched, kind="softmax"),
+                               softmax_mask_loss(logits, targets, labels))
