@@ -4,7 +4,7 @@
 # Notebooks 01–07 built Mask R-CNN one stage at a time. This notebook puts the stages together. The
 # whole model, `MaskRCNN`, defines no layer of its own. It holds four parts and calls them in the order
 # of the paper's Figure 1. A configuration, a plain dictionary, says how to build those parts. We check
-# what goes in and what comes out, count where the parameters are, and then load a torchvision Mask
+# what goes in and what comes out, count where the parameters and the arithmetic are, and then load a torchvision Mask
 # R-CNN's weights into our model to show that the two compute the same features, proposals and
 # detections. Last, we swap the NMS/RoIAlign kernels, look at what a GPU changes, and run the trained
 # shapes model on held-out images.
@@ -14,17 +14,18 @@
 #   RoI heads, with a `forward` of four calls, and how `build_from_config` turns a config dict into those parts;
 # - the input/output contract we share with torchvision: five named scalar losses in train mode, and in
 #   eval mode one dict per image with boxes, labels, scores and mask probabilities at the caller's image size;
-# - where the parameters are: 44.4 million in the ResNet-50-FPN model (more than a quarter in one fc
-#   layer of the box head) and 13.1 million in the small shapes model;
+# - where the parameters are, and where the arithmetic is: 44.4 million parameters in the ResNet-50-FPN
+#   model (more than a quarter in one fc layer of the box head, which costs little compute), 13.1 million
+#   in the small shapes model, and the multiply-accumulates of each stage, measured;
 # - that, given the same weights, our model and torchvision's `maskrcnn_resnet50_fpn` compute the same
 #   FPN features, proposals and detections, and that switching the NMS/RoIAlign kernels does not change the answer;
-# - what changes on a GPU: `.to("cuda")`, torchvision's compiled kernels, and mixed precision with `--amp`.
+# - what changes on a GPU: `.to("cuda")` and torchvision's compiled kernels (mixed precision is in notebook 09).
 #
 # **Builds on:** [01 — Backbone](01_backbone.ipynb), [02 — FPN](02_fpn.ipynb),
 # [03 — Anchors](03_anchors.ipynb), [04 — RPN](04_rpn.ipynb), [05 — RoIAlign](05_roi_align.ipynb),
 # [06 — Box and mask heads](06_heads.ipynb), [07 — Mask loss](07_mask_loss.ipynb).
 #
-# **Run time:** about 20 s on a 2-core CPU; the first notebook you run also trains the shared shapes
+# **Run time:** about 40 s on a 2-core CPU; the first notebook you run also trains the shared shapes
 # model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
@@ -61,9 +62,9 @@ from mrcnn_teach.configs import RESNET50_FPN, SHAPES_TINY, get_config
 from mrcnn_teach.datasets import ShapesDataset
 from mrcnn_teach.model import MaskRCNN
 from mrcnn_teach.pretrained import trained_shapes_model
-from mrcnn_teach.train import training_step
 from mrcnn_teach.transform import ImageTransform
 from mrcnn_teach.boxes import box_iou
+from mrcnn_teach.datasets.transforms import tight_boxes
 from mrcnn_teach.visualize import draw_instances
 
 # %% [markdown]
@@ -272,23 +273,17 @@ assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier",
 assert all(loss.shape == () and loss.requires_grad for loss in losses.values())
 
 # %% [markdown]
-# Their values, and their sum: the number that an optimiser step pushes down (notebook 09 follows all
-# five during training). The values are not part of the contract and differ from machine to machine in
-# the last digits.
-
-# %%
-for name, loss in losses.items():
-    print(f"{name:<18} {loss.item():.4f}")
-print(f"{'total':<18} {sum(losses.values()).item():.4f}")
-
-# %% [markdown]
 # Now eval mode, on two images of **different sizes**. Image 0 is held-out image 0 enlarged to 192×192;
 # image 1 is held-out image 1 cut to its top 100 rows, so it is 100×128. The shapes config resizes each
-# image so that its shorter side is 128 pixels, as long as its longer side stays at most 128 (Sec. 3.1
-# does the same with 800 and 1333). Image 0 therefore shrinks to 128×128. For image 1, the shorter side
-# 100 would become 128, which would push the longer side to 164, past the cap, so its scale is
+# image so that its shorter side is 128 pixels, as long as its longer side stays at most 128 (the
+# `resnet50_fpn` config does the same with 800 and 1333). Image 0 therefore shrinks to 128×128. For
+# image 1, the shorter side 100 would become 128, which would push the longer side to 164, past the cap, so its scale is
 # min(128/100, 128/128) = 1 and it stays 100×128. The batch is padded to multiples of 32, so we expect
 # `(2, 3, 128, 128)`, with image 1 sitting in the top 100 rows.
+#
+# The paper gives only the 800 (Sec. 3.1: images are resized so that their shorter edge is 800 pixels).
+# The cap of 1333 on the longer side comes from Detectron's configs, and torchvision's `maskrcnn_resnet50_fpn`
+# has it as its default `max_size`; `resnet50_fpn` uses both (section 2 read them back from torchvision).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -333,6 +328,7 @@ show_source(ImageTransform.postprocess)
 # %% [markdown]
 # The two images at their own sizes, with the detections that score at least 0.5 (a pixel is drawn as
 # part of a mask where its probability is above 0.5). The axes are in the caller's pixels: 0..192 and 0..128.
+# The cell after the picture compares image 1's detections with its ground truth.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained", gridspec_kw={"width_ratios": [192, 128]})
@@ -347,10 +343,30 @@ for i, (ax, image, out) in enumerate(zip(axes, eval_images, outputs)):
 fig.suptitle("Eval mode: boxes and masks at each caller's image size (score ≥ 0.5)")
 plt.show()
 
+# %%
+# Image 1's shapes, cut to the top 100 rows like the image, against each detection drawn there
+gt_boxes = tight_boxes(held_out[1][1]["masks"][:, :100])  # (G, 4) each shape's visible pixels in the top 100 rows
+gt_labels = held_out[1][1]["labels"]  # (G,)
+shown = outputs[1]["scores"] >= 0.5
+best, match = box_iou(outputs[1]["boxes"][shown], gt_boxes).max(dim=1)  # (D,) best IoU, its shape
+for label, score, iou, g in zip(outputs[1]["labels"][shown], outputs[1]["scores"][shown], best, match):
+    verdict = "right" if iou >= 0.5 and label == gt_labels[g] else "WRONG"
+    print(f"{model.class_names[label]:<9} {score:.2f}: best IoU {iou:.2f} with the {model.class_names[gt_labels[g]]:<9} {verdict}")
+
+# %% [markdown]
+# In the saved run, two of image 1's five detections are wrong, and the picture shows both. The
+# "square" box around the circle is a second guess on the circle: it overlaps the circle's box well
+# (IoU above 0.5) under the wrong class. NMS runs per class, so the circle's own, better detection does
+# not suppress it (notebook 06); section 8 counts such second guesses. The "triangle" at the bottom
+# is the right class in the wrong place: the crop cut that triangle to its top rows, and its box
+# reaches up into the square above it (IoU below 0.5 with the triangle's visible pixels). The
+# contract says nothing about how good the detections are; notebooks 10 and 11 measure that.
+
 # %% [markdown]
 # Inputs that break the contract are refused at the door, with a message that names the image and the
 # box. Below are three mistakes students make: one stacked `(B, 3, H, W)` tensor instead of a list, train
-# mode without targets, and boxes given as `(x, y, w, h)`.
+# mode without targets, and boxes given as `(x, y, w, h)` (COCO's annotation format), here a 20×25 box at
+# (30, 40), whose "x2" 20 is left of its x1 30.
 
 # %%
 xywh = [dict(targets[0], boxes=torch.tensor([[30.0, 40.0, 20.0, 25.0]] * len(targets[0]["boxes"])))]
@@ -368,7 +384,27 @@ for what, call in mistakes.items():
         model.eval()
 
 # %% [markdown]
-# ## 4. Where the parameters are
+# **Common mistake: "the model refuses `(x, y, w, h)` boxes".** It refuses only the ones it can tell
+# apart from corner boxes: those with a width no larger than their x, or a height no larger than their
+# y, which read as x2 <= x1 or y2 <= y1. Any other `(x, y, w, h)` box is also a valid `(x1, y1, x2, y2)` box, just the
+# wrong one. The 20×20 square at (10, 10), given as `[10, 10, 20, 20]`, is read as the 10×10 square
+# from (10, 10) to (20, 20), and training takes it without a word. The fix is at the source: convert
+# once, `x2 = x + w`, `y2 = y + h` (`torchvision.ops.box_convert(boxes, "xywh", "xyxy")`), where the
+# annotations are read; the library's COCO reader does it for you.
+
+# %%
+square_xywh = torch.tensor([[10.0, 10.0, 20.0, 20.0]])  # x, y, w, h of the square (10, 10)-(30, 30)
+quiet = [dict(boxes=square_xywh, labels=torch.tensor([1]), masks=torch.zeros(1, 128, 128, dtype=torch.uint8))]
+quiet[0]["masks"][0, 10:30, 10:30] = 1  # the true square's mask
+model.train()
+silent_losses = model(images[:1], quiet)  # no error: [10, 10, 20, 20] is a valid corner box too
+model.eval()
+print("accepted; the losses:", ", ".join(f"{k} {v.item():.3f}" for k, v in silent_losses.items()))
+print("the box it learns from: x1, y1, x2, y2 =", square_xywh[0].tolist(), "-> 10x10, not 20x20")
+assert set(silent_losses) == set(losses)  # trained on the wrong box, silently
+
+# %% [markdown]
+# ## 4. Where the parameters are, and where the arithmetic is
 #
 # We count the parameters stage by stage in both configs. Try to predict the big numbers first:
 #
@@ -404,27 +440,106 @@ assert totals["shapes_tiny"] == sum(p.numel() for p in tiny.parameters())
 assert totals["resnet50_fpn"] == sum(p.numel() for p in r50.parameters()) == 44_401_393
 
 # %% [markdown]
-# The same numbers as a bar chart. The scale is logarithmic, because the stages differ by up to three
-# orders of magnitude. In both models most of the parameters sit in the backbone body and the box branch.
-# The mask branch, which turns Faster R-CNN into Mask R-CNN, is small: 6 % of the ResNet-50 model.
+# Parameters are not compute. A parameter is stored once, but a layer does its multiply-accumulates
+# (MACs) wherever it is applied: a conv at every output cell of its map, the box head once per RoI, the
+# mask head once per mask. Which stage has the most arithmetic? We count instead of guessing.
+# `FlopCounterMode` (`torch.utils.flop_counter`) records the convolutions and matrix products of a run,
+# at 2 flops per MAC. It also runs on `meta` tensors, which have shapes and no data, so counting a
+# ResNet-50 at 800 pixels costs no arithmetic at all. RoIAlign, NMS and the element-wise layers are
+# not counted; beside the convolutions they are small.
+#
+# How many RoIs each head sees is part of the answer. At test time the box head runs on every
+# proposal (`rpn_post_nms_top_n_test`), and the mask head only on the highest-scoring detections,
+# at most `box_detections_per_img` = 100 (Sec. 3.1, "Inference"). **In training the mask head runs on
+# the positive RoIs only** (the mask loss is defined only on positive RoIs, Sec. 3.1), at most a quarter
+# of the 512 sampled RoIs; the box head runs on all 512.
 
 # %%
-stages = list(counts["shapes_tiny"])
-x = np.arange(len(stages))
-fig, ax = plt.subplots(figsize=(11, 4.5), layout="constrained")
-for offset, (name, colour) in zip((-0.2, 0.2), (("shapes_tiny", "tab:orange"), ("resnet50_fpn", "tab:blue"))):
-    values = [counts[name][s] for s in stages]
-    bars = ax.bar(x + offset, values, width=0.4, color=colour, label=f"{name} (total {totals[name] / 1e6:.1f} M)")
-    ax.bar_label(bars, labels=[f"{v / 1e6:.2f} M" if v >= 1e5 else f"{v / 1e3:.0f} k" for v in values], fontsize=8)
-ax.set_yscale("log")
-ax.set_ylim(1e4, 1e8)
-ax.set_xticks(x, stages)
-ax.set_xlabel("stage of Figure 1")
-ax.set_ylabel("parameters (log scale)")
-ax.set_title("Where the parameters are: most in the backbone body and the box branch")
-ax.legend()
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def macs(run, *inputs):
+    """Multiply-accumulates of run(*inputs): FlopCounterMode counts 2 flops per multiply-add."""
+    with FlopCounterMode(display=False) as counter:
+        run(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def stage_macs(name, image_hw, num_rois, num_masks):
+    """MACs per stage of Figure 1: one padded image of image_hw, num_rois box RoIs, num_masks mask RoIs."""
+    with torch.device("meta"):  # shapes without data: nothing is computed
+        m = build_maskrcnn(name)
+        d, box, mask, heads = m.backbone.fpn.out_channels, m.config["box_roi_size"], m.config["mask_roi_size"], m.roi_heads
+        image = torch.empty(1, 3, *image_hw)  # (1, 3, H, W)
+        C = m.backbone.body(image)  # [C2..C5]
+        P = m.backbone.fpn(C)  # [P2..P6], each (1, d, h, w)
+        return {"backbone body": macs(m.backbone.body, image), "FPN": macs(m.backbone.fpn, C),
+                "RPN head": macs(m.rpn.head, P),
+                "box head + predictor": macs(lambda x: heads.box_predictor(heads.box_head(x)),
+                                             torch.empty(num_rois, d, box, box)),  # (N, d, 7, 7)
+                "mask head + predictor": macs(lambda x: heads.mask_predictor(heads.mask_head(x)),
+                                              torch.empty(num_masks, d, mask, mask))}  # (M, d, 14, 14)
+
+# %% [markdown]
+# For `resnet50_fpn` we count one COCO-sized image, 480×640, which the transform resizes to 800×1066 and
+# pads to 800×1088; for `shapes_tiny` one 128×128 image. Each RoI count comes from the config. Before
+# running: which stage of `resnet50_fpn` do you expect to do the most arithmetic at test time, and how
+# much of it goes to the fc layer with 12.8 M weights?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+coco_batch, _, _ = r50.transform([torch.zeros(3, 480, 640)])  # (1, 3, 800, 1088)
+runs = {}
+for name, cfg, image_hw in (("resnet50_fpn", RESNET50_FPN, tuple(coco_batch.shape[-2:])), ("shapes_tiny", SHAPES_TINY, (128, 128))):
+    positives = int(cfg["box_batch_size_per_image"] * cfg["box_positive_fraction"])  # at most, per image
+    runs[name] = {"test": stage_macs(name, image_hw, cfg["rpn_post_nms_top_n_test"], cfg["box_detections_per_img"]),
+                  "training": stage_macs(name, image_hw, cfg["box_batch_size_per_image"], positives)}
+    print(f"{name}, image {image_hw[0]}x{image_hw[1]}: test {cfg['rpn_post_nms_top_n_test']} box RoIs and "
+          f"{cfg['box_detections_per_img']} masks; training {cfg['box_batch_size_per_image']} box RoIs and {positives} masks")
+    print(f"  {'stage':<24}{'parameters':>16}{'GMACs, test':>16}{'GMACs, training':>18}")
+    for stage, n in counts[name].items():
+        t, r = runs[name]["test"][stage], runs[name]["training"][stage]
+        print(f"  {stage:<24}{n / 1e6:>9.2f} M {n / totals[name]:>4.0%}{t / 1e9:>10.2f} {t / sum(runs[name]['test'].values()):>5.0%}"
+              f"{r / 1e9:>12.2f} {r / sum(runs[name]['training'].values()):>5.0%}")
+fc1, n_test = r50.roi_heads.box_head.fc1, RESNET50_FPN["rpn_post_nms_top_n_test"]
+with torch.device("meta"):  # a copy of fc1's shape: (1000, 12544) RoI features in
+    fc1_macs = macs(torch.nn.Linear(fc1.in_features, fc1.out_features), torch.empty(n_test, fc1.in_features))
+print(f"\nresnet50_fpn's fc1 (torchvision's fc6): {fc1.weight.numel() / totals['resnet50_fpn']:.0%} of the parameters, "
+      f"{fc1_macs / sum(runs['resnet50_fpn']['test'].values()):.0%} of the test-time MACs")
+assert fc1_macs == fc1.weight.numel() * n_test  # a linear layer costs its weights once per RoI
+test, train = runs["resnet50_fpn"]["test"], runs["resnet50_fpn"]["training"]
+assert train["box head + predictor"] * n_test == test["box head + predictor"] * RESNET50_FPN["box_batch_size_per_image"]
+assert train["backbone body"] == test["backbone body"]  # the image, not the RoIs, sets the body's cost
+
+# %%
+colours = ["tab:blue", "tab:cyan", "tab:purple", "tab:olive", "tab:pink"]
+fig, axes = plt.subplots(2, 1, figsize=(11, 5.6), layout="constrained", sharex=True)
+for ax, name in zip(axes, ("resnet50_fpn", "shapes_tiny")):
+    rows = {"parameters": counts[name], "MACs, test": runs[name]["test"], "MACs, training\n(forward)": runs[name]["training"]}
+    left = np.zeros(len(rows))
+    for stage, colour in zip(counts[name], colours):
+        share = np.array([100 * row[stage] / sum(row.values()) for row in rows.values()])
+        bars = ax.barh(list(rows), share, left=left, color=colour, label=stage)
+        ax.bar_label(bars, labels=[f"{v:.0f}%" if v >= 4 else "" for v in share], label_type="center", fontsize=9)
+        left += share
+    ax.invert_yaxis()
+    ax.set_title(f"{name}: parameters {totals[name] / 1e6:.1f} M, test-time compute "
+                 f"{sum(runs[name]['test'].values()) / 1e9:.1f} GMACs per image")
+axes[1].set_xlabel("share of the model's total (%)")
+fig.suptitle("Where the parameters are is not where the arithmetic is")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=5, fontsize=9)
 plt.show()
 
+# %% [markdown]
+# Read the bars of each model against each other. In `resnet50_fpn` the box head's fc1 holds more than a
+# quarter of the parameters and does a small share of the arithmetic (the line under the table): it is
+# one matrix product per RoI. The convolutions that slide over the whole 800×1088 image do most of
+# the work, and the body alone less than a third of it: the FPN's 3×3 output convs and the RPN's 3×3
+# conv run at 256 channels on every level, P2 (200×272) included. The mask branch is fc1's opposite: a
+# few percent of the parameters, but four 3×3 convs at 14×14 and a deconv to 28×28, once per mask, so
+# 100 masks cost most of what the body costs (compare the two rows of the table). In training, with
+# at most 128 masks, its share grows. `shapes_tiny`, with narrow convs on a 128×128 image, spends a
+# larger share in its box head.
 # %% [markdown]
 # ## 5. Same weights, same numbers as torchvision
 #
@@ -517,8 +632,9 @@ except ValueError as err:
 # %% [markdown]
 # Both models now see one image: held-out image 3 enlarged to an odd size, 203×287. For each model we
 # call its parts one by one: transform, backbone, RPN, RoI heads, postprocess. We expect the shorter side
-# 203 to be resized to 256 and the longer side to 362, in a batch padded to 256×384; P2 is then 64×96
-# and P6 4×6. We also expect 300 proposals and 20 detections from each model.
+# 203 to be resized to 256, and the longer side to 287·256/203 = 361.93, which `interpolate` rounds
+# **down** to 361 (it floors the output size), in a batch padded to 256×384; P2 is then 64×96 and P6 4×6.
+# We also expect 300 proposals and 20 detections from each model.
 
 # %%
 image64 = F.interpolate(held_out[3][0][None], size=(203, 287), mode="bilinear", align_corners=False)[0].double()  # (3, 203, 287)
@@ -535,21 +651,24 @@ def stages_torchvision(m, image):
 
 
 def stages_ours(m, image):
-    batch, sizes, _ = m.transform([image])  # (1, 3, 256, 384)
+    batch, sizes, _ = m.transform([image])  # (1, 3, 256, 384), [(256, 361)]
     features = m.backbone(batch)  # [P2..P6], each (1, 256, h, w)
     proposals, _ = m.rpn(batch, sizes, features)  # [(N, 4)]
     detections, _ = m.roi_heads(features, proposals, sizes)
     detections = m.transform.postprocess(detections, sizes, [tuple(image.shape[-2:])])
-    return batch, features, proposals[0], detections[0]
+    return batch, sizes, features, proposals[0], detections[0]
 
 
 start = time.perf_counter()
 with torch.no_grad():
     tv_batch, tv_features, tv_proposals, tv_dets = stages_torchvision(tv_model, image64)
-    batch64, features64, proposals64, dets64 = stages_ours(ours_model, image64)
+    batch64, sizes64, features64, proposals64, dets64 = stages_ours(ours_model, image64)
+    tv_sizes = tv_model.transform([image64])[0].image_sizes
 compare_seconds = time.perf_counter() - start
+print("image size inside the batch: ours", sizes64, "torchvision", tv_sizes)
 print_shapes(batch=batch64, P2=features64[0], P6=features64[4], proposals=proposals64,
              boxes=dets64["boxes"], masks=dets64["masks"])
+assert sizes64 == [(256, 361)] and [tuple(s) for s in tv_sizes] == [(256, 361)]  # floor(361.93), not 362
 assert batch64.shape == tv_batch.shape == (1, 3, 256, 384)
 assert [tuple(P.shape[-2:]) for P in features64] == [(64, 96), (32, 48), (16, 24), (8, 12), (4, 6)]
 assert proposals64.shape == tv_proposals.shape == (300, 4)
@@ -562,7 +681,9 @@ assert dets64["masks"].shape == tv_dets["masks"].shape == (20, 1, 203, 287)
 # expect differences at the level of float64 round-off (1e-13 or less) or exactly 0, because both
 # models do the same arithmetic in nearly the same order. The masks are the exception, at about 1e-6:
 # our pasting (`masks.paste_masks_in_image`) computes its interpolation weights in float32 even in a
-# float64 model, which is well inside the test's 1e-5 for probabilities.
+# float64 model, which is well inside the test's 1e-5 for probabilities. The picture after the numbers
+# draws each stage's difference against its own tolerance (the dashes) on a log scale; a difference of
+# exactly 0 is drawn at the bottom and labelled "0".
 
 # %%
 pairs = {"batch": (batch64, tv_batch), **{f"P{l}": (a, b) for l, a, b in zip(range(2, 7), features64, tv_features)},
@@ -576,39 +697,24 @@ print(f"(both models, stage by stage, took {compare_seconds:.1f} s)")
 assert torch.equal(dets64["labels"], tv_dets["labels"])
 assert all(d <= (1e-5 if name == "masks" else 1e-6) for name, d in diffs.items())
 
-# %% [markdown]
-# On the left, every coordinate of the 300 proposals and the 20 final boxes: torchvision's value on the
-# x axis, ours on the y axis (the proposals live in the resized 256×384 batch, the final boxes in the
-# caller's 203×287 image). The weights are random, so the boxes mean nothing; what matters is that all
-# 1280 points lie on the diagonal. On the right, the differences per stage on a log scale, with the
-# test's tolerances; a difference of exactly 0 is drawn at the bottom and labelled "0".
-
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained", gridspec_kw={"width_ratios": [1, 1.3]})
-axes[0].scatter(tv_proposals.flatten(), proposals64.flatten(), s=12, alpha=0.5, label="proposals (300 x 4)")
-axes[0].scatter(tv_dets["boxes"].flatten(), dets64["boxes"].flatten(), s=30, marker="x", color="tab:red",
-                label="final boxes (20 x 4)")
-axes[0].plot([0, 384], [0, 384], color="black", linewidth=0.8, label="ours = torchvision")
-axes[0].set_xlabel("torchvision's coordinate (pixels)")
-axes[0].set_ylabel("our coordinate (pixels)")
-axes[0].set_aspect("equal")
-axes[0].set_title("Every box coordinate, ours vs torchvision")
-axes[0].legend(fontsize=8)
-
 floor = 1e-18
 names = list(diffs)
-shown = [max(diffs[n], floor) for n in names]
-bars = axes[1].bar(names, shown, bottom=floor / 10, color=["tab:gray" if diffs[n] == 0 else "tab:blue" for n in names])
-axes[1].bar_label(bars, labels=["0" if diffs[n] == 0 else f"{diffs[n]:.0e}" for n in names], fontsize=8)
-axes[1].axhline(1e-6, color="tab:red", linestyle="--", label="tolerance 1e-6")
-axes[1].axhline(1e-5, color="tab:orange", linestyle=":", label="tolerance 1e-5 (masks)")
-axes[1].set_yscale("log")
-axes[1].set_ylim(floor / 10, 1e-3)
-axes[1].tick_params(axis="x", labelrotation=30)
-axes[1].set_xlabel("stage")
-axes[1].set_ylabel("max |ours − torchvision| (log scale)")
-axes[1].set_title("Stage by stage, float64: differences far below the tolerances")
-axes[1].legend(loc="upper left")
+tolerance = [1e-5 if n == "masks" else 1e-6 for n in names]
+fig, ax = plt.subplots(figsize=(10, 4.4), layout="constrained")
+bars = ax.bar(names, [max(diffs[n], floor) for n in names], bottom=floor / 10,
+              color=["tab:gray" if diffs[n] == 0 else "tab:blue" for n in names])
+ax.bar_label(bars, labels=["0" if diffs[n] == 0 else f"{diffs[n]:.0e}" for n in names], fontsize=8)
+ax.hlines(tolerance, np.arange(len(names)) - 0.4, np.arange(len(names)) + 0.4, colors="tab:red",
+          linestyles="--", label="the test's tolerance for that stage")
+ax.set_yscale("log")
+ax.set_ylim(floor / 10, 1e-3)
+ax.set_xlabel("stage")
+ax.set_ylabel("max |ours − torchvision| (log scale)")
+worst = max((n for n in names if n != "masks"), key=diffs.get)
+ax.set_title(f"float64, stage by stage: all but the masks at round-off (worst {worst}, {diffs[worst]:.0e}); "
+             f"masks {diffs['masks']:.0e}, inside their 1e-5", fontsize=10)
+ax.legend(loc="upper left")
 plt.show()
 
 # %% [markdown]
@@ -661,16 +767,6 @@ print("detections per image:", [len(r["boxes"]) for r in results["teaching"]])
 for name, s in seconds.items():
     print(f"{name:<12} {1000 * s:7.0f} ms for 8 images  ({s / seconds['mixed']:.1f}x mixed)")
 
-# %%
-fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
-bars = ax.barh(list(seconds), [1000 * s for s in seconds.values()], color=["tab:green", "tab:blue", "tab:purple"])
-ax.bar_label(bars, labels=[f"{1000 * s:.0f} ms" for s in seconds.values()], padding=3)
-ax.set_xlabel("inference time for 8 images of 128×128 (ms, median of 3; this machine, this run)")
-ax.set_ylabel("kernel set")
-ax.set_xlim(0, 1250 * max(seconds.values()))
-ax.set_title("Same detections, different speed: the kernel switch")
-plt.show()
-
 # %% [markdown]
 # ## 7. What changes on a GPU
 #
@@ -678,28 +774,20 @@ plt.show()
 # input: anchors on the device of the features, the normalising mean and std on the device of the
 # image. Inference on a GPU therefore needs two moves, the model and the images: `model.to("cuda")`,
 # then `model([img.to("cuda") for img in images])`. The command line's `--device auto`, the default,
-# picks the GPU when there is one. Three things are worth changing there:
+# picks the GPU when there is one. Two things are worth changing there:
 #
 # - **Kernels.** Use torchvision's CUDA NMS and RoIAlign (`model.set_kernels("torchvision")`, or
 #   `--kernels torchvision`). The teaching kernels run on a GPU too, since they are plain tensor
 #   operations. Their NMS builds an N×N boolean matrix, which is fine for a few thousand boxes. `mixed`
 #   was chosen by timing on a CPU; on a GPU, measure again with
 #   `benchmarks/bench_vs_torchvision.py --device cuda`.
-# - **Mixed precision, `--amp`** (CUDA only). `training_step` runs the forward pass under
-#   `torch.autocast`, which does the convolutions and matrix products in float16, on the GPU's tensor
-#   cores. A `GradScaler` multiplies the loss before `backward`, so that small float16 gradients do not
-#   round to zero, and divides the gradients back before clipping and the optimiser step. The Trainer
-#   turns AMP on only when the device is CUDA; on a CPU it prints a note and trains in float32.
 # - **Size.** The `resnet50_fpn` training preset (notebook 09) is meant for a GPU and COCO-sized data:
 #   800-pixel images, 2 images per step, AMP on. For example:
 #   `python -m mrcnn_teach train --config resnet50_fpn --data DIR --amp --kernels torchvision`.
 #
-# Here is `training_step`. The `autocast` context and the `scaler` branches are the whole of AMP:
-
-# %%
-show_source(training_step)
-
-# %% [markdown]
+# Training on a GPU in float16 (`--amp`: autocast and a gradient scaler) is part of training: see the
+# appendix section "Mixed precision (AMP)" of [09 — Training](09_training.ipynb).
+#
 # This machine's answer to "is there a GPU?", and the code path that uses one when there is. On a CPU-only
 # machine the cell runs the same call on the CPU, so it never fails without a GPU. The output depends on
 # the machine.
@@ -784,24 +872,34 @@ assert count(SHOWN)[2] <= count(0.5)[2]  # a higher threshold can only remove de
 # - The contract: in train mode, a dict of five scalar losses (`loss_objectness`, `loss_rpn_box_reg`,
 #   `loss_classifier`, `loss_box_reg`, `loss_mask`); in eval mode, one dict per image with `boxes (D, 4)`,
 #   `labels (D,)`, `scores (D,)` and `masks (D, 1, H, W)`, probabilities at the caller's image size.
+#   Malformed inputs are refused with a message, but an `(x, y, w, h)` box with w > x and h > y passes
+#   as a wrong corner box: convert where the annotations are read.
 # - Parameters: resnet50_fpn has 44,401,393, with 23.5 M in the body and 14.4 M in the box branch
-#   (12.8 M in its first fc layer); shapes_tiny has 13,147,911. The mask branch is small in both.
+#   (12.8 M in its first fc layer); shapes_tiny has 13,147,911. Compute is elsewhere: the convs that
+#   slide over the image (body, FPN, RPN head) do most of it, fc1 little, and the small mask branch,
+#   run once per mask (the positive RoIs in training, the top 100 detections at test time), a lot.
+# - The resize floors each side: 203×287 becomes 256×361, not 362 (and 97×130 at 800 becomes 799×1072).
 # - Loaded with torchvision's weights, our model gives the same FPN features, proposals and
 #   detections as torchvision's, at float64 round-off or exactly. An 81-class head cannot
 #   take torchvision's 91-class COCO weights, and 1000/300 proposals (the C4 model's) are not the FPN model's (2000/1000).
 # - `set_kernels("teaching" | "torchvision" | "mixed")` changes the speed, not the detections. On a GPU:
-#   `.to("cuda")`, torchvision's kernels, and `--amp` for float16 autocast with a gradient scaler.
+#   `.to("cuda")` and torchvision's kernels (mixed precision: notebook 09).
 #
 # ## Exercises
 #
 # Worked solutions are in `solutions/08_full_model.py` (for teachers). Each check cell compares your
 # answer with the library and prints whether it is right.
 #
-# **Exercise 1: count a stage yourself.** Write `my_fpn_params(in_channels, out_channels)`. It gets the
-# body's channel list (e.g. `[64, 128, 256, 512]` for ResNet-18) and the FPN width `d`, and returns the
-# FPN's number of parameters, computed from its layers (notebook 02) without building it. Check your
-# formula against the table of section 4 (`shapes_tiny`: 209,408). Mind the biases. Does P6 have
-# parameters?
+# ### Exercise 1 — Predict · about 10 min: the FPN's parameters, by hand
+#
+# Write `my_fpn_params(in_channels, out_channels)`. It gets the body's channel list (e.g.
+# `[64, 128, 256, 512]` for ResNet-18) and the FPN width `d`, and returns the FPN's number of
+# parameters, computed from its layers (notebook 02) without building it: the check refuses `FPN`,
+# `Conv2d` and `.parameters()` in your answer, and tries channel lists the notebook does not show.
+# Check your formula first against the table of section 4 (`shapes_tiny`: 209,408).
+#
+# *Hint:* which convs does each level have, and what are their kernel sizes? Mind the biases. Does P6
+# have parameters?
 
 # %%
 def my_fpn_params(in_channels, out_channels):
@@ -809,32 +907,47 @@ def my_fpn_params(in_channels, out_channels):
 
 
 # %%
-from mrcnn_teach.exercises.nb08 import check_contract, check_fpn_params, check_predictor_shapes
+from mrcnn_teach.exercises.nb08 import check_fpn_params, check_image_sizes, check_predictor_shapes, check_rescale_boxes
 
 check_fpn_params(my_fpn_params);
 
 # %% [markdown]
-# **Exercise 2: predict the contract.** Without looking back at section 3, write `my_contract()`: it
-# returns two sets of strings, the keys of the loss dict in train mode and the keys of each detection
-# dict in eval mode. (How many losses does the RPN contribute, and how many do the RoI heads?)
+# ### Exercise 2 — Predict · about 10 min: the sizes inside the batch
+#
+# Write `my_image_sizes(sizes, min_size, max_size, size_divisible=32)`. It gets a list of the
+# caller's image sizes `(h, w)` and returns two things, as the model's transform computes them: the
+# size of each image after the resize, and the `(H, W)` of the padded batch. Work these out on paper
+# first, at 800/1333: a 480×640 and a 427×640 image in one batch; a 1000×3000 panorama; a small
+# 97×130 image. Use arithmetic only: the check refuses `ImageTransform`, `interpolate` and the model
+# in your answer, and tries sizes the notebook does not show. Then: how can a shorter side come out
+# as 799?
+#
+# *Hint:* section 3 gives the one scale per image; section 5 says how `interpolate` turns it into a
+# size: `floor(side * scale)`, computed in floating point. Is `h * (800 / h)` always 800.0 in Python?
 
 # %%
-def my_contract():
+def my_image_sizes(sizes, min_size, max_size, size_divisible=32):
     raise NotImplementedError  # your code here
 
 
 # %%
-check_contract(my_contract);
+check_image_sizes(my_image_sizes);
 
 # %% [markdown]
-# **Exercise 3: a config override and the predictor shapes.** `build_maskrcnn("shapes_tiny",
-# num_classes=7)` builds the small model for 6 object classes plus the background. Write
-# `my_predictor_shapes(num_classes, class_agnostic)`. It returns a dict with the weight shapes of
-# `roi_heads.box_predictor.cls_score`, `roi_heads.box_predictor.bbox_deltas` and
+# ### Exercise 3 — Predict · about 10 min: the predictors of a 7-class model
+#
+# `build_maskrcnn("shapes_tiny", num_classes=7)` builds the small model for 6 object classes plus the
+# background. Write `my_predictor_shapes(num_classes, class_agnostic)`. It returns a dict with the
+# weight shapes of `roi_heads.box_predictor.cls_score`, `roi_heads.box_predictor.bbox_deltas` and
 # `roi_heads.mask_predictor.mask_logits`, under the keys `"cls_score"`, `"bbox_deltas"` and
 # `"mask_logits"`, for `build_maskrcnn("shapes_tiny", num_classes=num_classes,
 # class_agnostic_masks=class_agnostic)`. Work them out from the config (`representation_size`,
-# `mask_dim_reduced`) and notebooks 06–07 first, then build the model and look.
+# `mask_dim_reduced`) and notebooks 06–07: the check refuses `build_maskrcnn` and the predictors in your
+# answer (build one in a scratch cell afterwards to see for yourself), and tries class counts the
+# notebook does not show.
+#
+# *Hint:* an `nn.Linear` weight is `(out, in)`, a conv weight `(out, in, kh, kw)`. Does the background
+# get a column, four deltas, a mask?
 
 # %%
 def my_predictor_shapes(num_classes, class_agnostic=False):
@@ -843,6 +956,37 @@ def my_predictor_shapes(num_classes, class_agnostic=False):
 
 # %%
 check_predictor_shapes(my_predictor_shapes);
+
+# %% [markdown]
+# ### Exercise 4 — Debug · about 15 min: boxes back to the caller's pixels
+#
+# `buggy_rescale_boxes` below does what `postprocess` does to the boxes (section 3): it takes boxes in
+# the resized image back to the caller's. Its author trusted that the resize keeps the aspect ratio.
+# It is right on the 128×128 and 192×192 images of section 3, and wrong on most others. Find the bug
+# and write the fixed `my_rescale_boxes(boxes, resized_size, original_size)`, without `resize_boxes`
+# or `postprocess` (the check refuses them). Then say how far off the buggy version puts the right edge
+# of section 5's 203×287 image, and why a test on square images would never have found it.
+#
+# *Hint:* run it on the box that covers the whole resized image of section 5, `[0, 0, 361, 256]`. Which
+# box should come back?
+
+# %%
+def buggy_rescale_boxes(boxes, resized_size, original_size):
+    """Boxes (N, 4) x1, y1, x2, y2 in the resized image of resized_size (h', w') -> the same boxes in the
+    caller's image of original_size (h, w), as the model's postprocess returns them."""
+    ratio = original_size[0] / resized_size[0]  # the resize keeps the aspect ratio: one ratio serves both axes
+    return boxes * ratio  # (N, 4)
+
+
+print(buggy_rescale_boxes(torch.tensor([[0.0, 0.0, 128.0, 128.0]]), (128, 128), (192, 192)))  # right here
+
+# %%
+def my_rescale_boxes(boxes, resized_size, original_size):
+    raise NotImplementedError  # your code here
+
+
+# %%
+check_rescale_boxes(my_rescale_boxes);
 
 # %% [markdown]
 # Next: [09 — Training](09_training.ipynb)

@@ -1,102 +1,105 @@
-"""Checks for the exercises of notebooks/08_full_model.ipynb (the whole model: parts, contract, configs).
+"""Checks for the exercises of notebooks/08_full_model.ipynb (the whole model: parameters, sizes, predictors).
 
-Each check compares the student's answer with the library itself: a freshly built `FPN` for the
-parameter count, a real forward pass of a small `shapes_tiny` model for the loss names and the output
-keys, and models built by `build_maskrcnn` for the predictor shapes.
+Each check compares the student's answer with the library itself, on cases the notebook does not
+show: a freshly built `FPN` for the parameter count, `ImageTransform` on blank images for the sizes
+inside the batch, models built by `build_maskrcnn` for the predictor shapes, and `resize_boxes`
+for the debug exercise. An answer that calls the very function that would answer it is refused
+(the check reads the names its code uses).
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 
 from . import need_function, run_check
 
 
-def _need_names(answer) -> set[str]:
-    """A set/list/tuple of strings -> a set; None (unanswered) counts as not attempted."""
-    if answer is None:
-        raise NotImplementedError
-    assert isinstance(answer, (set, frozenset, list, tuple)), \
-        f"expected a set of strings like {{'a', 'b'}}, got {type(answer).__name__}"
-    assert all(isinstance(name, str) for name in answer), "every name must be a string"
-    names = set(answer)
-    assert len(names) == len(answer), "a name appears twice"
+def _names_used(answer) -> set[str]:
+    """Every global and attribute name the answer's code uses, its nested functions and lambdas included."""
+    names, codes = set(), [getattr(answer, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
     return names
+
+
+def _refuse(answer, forbidden: set[str], why: str) -> None:
+    used = sorted(_names_used(answer) & forbidden)
+    assert not used, f"don't call {', '.join(used)}: {why}"
 
 
 # ------------------------------------------------------------------------------- exercise 1
 
-def check_fpn_params(my_fpn_params) -> bool:
+FPN_CASES = [([64, 128, 256, 512], 64), ([256, 512, 1024, 2048], 256), ([48, 96, 192, 384], 128)]
+FPN_HIDDEN = [([16, 32, 64], 8), ([32, 64, 128, 256], 48), ([100, 200, 300, 400, 500], 20), ([24, 48], 1)]
+
+
+def check_fpn_params(my_fpn_params, hidden=False) -> bool:
     """my_fpn_params(in_channels list[int], out_channels int) -> int, the number of parameters of
-    FPN(in_channels, out_channels), for channel lists the student has not seen."""
+    FPN(in_channels, out_channels), for channel lists the notebook does not show."""
     from ..fpn import FPN
 
     def compare():
         need_function(my_fpn_params)
-        cases = [([64, 128, 256, 512], 64), ([256, 512, 1024, 2048], 256), ([48, 96, 192, 384], 128),
-                 ([16, 32, 64], 8)]
-        for in_channels, out_channels in cases:
+        _refuse(my_fpn_params, {"FPN", "parameters", "numel", "Conv2d", "BackboneWithFPN", "build_maskrcnn"},
+                "count the weights and biases of each conv by hand, without building one")
+        for in_channels, out_channels in FPN_HIDDEN if hidden else FPN_CASES:
             expected = sum(p.numel() for p in FPN(in_channels, out_channels).parameters())
             got = my_fpn_params(list(in_channels), out_channels)
             assert got is not None, "your function returned None"
             assert int(got) == expected, (f"FPN({in_channels}, {out_channels}): expected {expected:,} parameters, "
                                           f"got {int(got):,}")
 
-    return run_check("FPN parameter count", compare)
+    return run_check("FPN parameter count", compare, hidden=hidden)
 
 
 # ------------------------------------------------------------------------------- exercise 2
 
-@functools.lru_cache(maxsize=1)
-def _contract() -> tuple[frozenset, frozenset]:
-    """The loss names (train mode) and output keys (eval mode) of a real forward pass, computed once."""
-    from ..configs import build_maskrcnn
-
-    state = torch.random.get_rng_state()  # the check must not move the notebook's generator
-    try:
-        torch.manual_seed(808)
-        model = build_maskrcnn("shapes_tiny", min_size=64, max_size=64)  # (4 classes, small images)
-        image = torch.rand(3, 64, 64)  # (3, H, W)
-        mask = torch.zeros(1, 64, 64, dtype=torch.uint8)  # (1, H, W)
-        mask[0, 10:40, 12:50] = 1
-        target = dict(boxes=torch.tensor([[12.0, 10.0, 50.0, 40.0]]), labels=torch.tensor([2]), masks=mask)
-        model.train()
-        losses = model([image], [target])
-        model.eval()
-        with torch.no_grad():
-            detections = model([image])
-    finally:
-        torch.random.set_rng_state(state)
-    return frozenset(losses), frozenset(detections[0])
+# (image sizes (h, w), min_size, max_size): the shorter side 97 at 800 comes out 799 (floor in floats)
+SIZE_CASES = [([(203, 287)], 256, 384), ([(480, 640), (427, 640)], 800, 1333), ([(97, 130)], 800, 1333),
+              ([(1000, 3000), (600, 500)], 800, 1333)]
+SIZE_HIDDEN = [([(161, 500), (600, 90)], 128, 512), ([(49, 49)], 128, 128), ([(375, 500), (500, 333), (640, 480)], 800, 1333),
+               ([(300, 1200)], 600, 1000), ([(128, 100), (100, 128)], 128, 128)]
 
 
-def _assert_same_keys(names: set, expected: set, noun: str, where: str) -> None:
-    """The student's set of keys is the expected one; say how many are missing (not which) and which are extra."""
-    missing, extra = sorted(expected - names), sorted(names - expected)
-    assert not missing and not extra, (f"{len(names)} {noun}s given, {len(expected)} expected"
-                                       + (f"; {len(missing)} {noun}(s) missing" if missing else "")
-                                       + (f"; not a key of {where}: {extra}" if extra else ""))
+def _true_sizes(sizes, min_size, max_size, size_divisible=32):
+    """What ImageTransform does with blank images of these sizes: ([(h', w')], (H, W) of the padded batch)."""
+    from ..transform import ImageTransform
+
+    transform = ImageTransform(min_size, max_size, size_divisible=size_divisible).eval()
+    batch, image_sizes, _ = transform([torch.zeros(3, h, w) for h, w in sizes])  # (B, 3, H, W)
+    return [tuple(s) for s in image_sizes], tuple(batch.shape[-2:])
 
 
-def check_contract(my_contract) -> bool:
-    """my_contract() -> (loss names, output keys): the keys of the train-mode loss dict and of each
-    eval-mode detection dict, as two sets (exercise 2: one stub, one check)."""
+def check_image_sizes(my_image_sizes, hidden=False) -> bool:
+    """my_image_sizes(sizes [(h, w)], min_size, max_size, size_divisible=32) -> ([(h', w')], (H, W)):
+    each image's size after the resize, and the padded batch's size."""
 
     def compare():
-        need_function(my_contract)
-        got = my_contract()
-        assert isinstance(got, (tuple, list)) and len(got) == 2, "return two sets: (loss names, output keys)"
-        loss_names, output_keys = got
-        expected_losses, expected_keys = _contract()
-        _assert_same_keys(_need_names(loss_names), expected_losses, "name", "the loss dict")
-        _assert_same_keys(_need_names(output_keys), expected_keys, "key", "a detection dict")
+        need_function(my_image_sizes)
+        _refuse(my_image_sizes, {"ImageTransform", "transform", "interpolate", "resize", "batch_images",
+                                 "build_maskrcnn", "GeneralizedRCNNTransform"},
+                "work the sizes out with arithmetic, as interpolate does, without resizing anything")
+        for sizes, min_size, max_size in SIZE_HIDDEN if hidden else SIZE_CASES:
+            expected_sizes, expected_batch = _true_sizes(sizes, min_size, max_size)
+            got = my_image_sizes([tuple(s) for s in sizes], min_size, max_size, 32)
+            assert isinstance(got, (tuple, list)) and len(got) == 2, "return two things: ([(h', w'), ...], (H, W))"
+            got_sizes, got_batch = [tuple(int(n) for n in s) for s in got[0]], tuple(int(n) for n in got[1])
+            where = f"sizes {sizes}, min_size {min_size}, max_size {max_size}"
+            assert got_sizes == expected_sizes, f"{where}: the resized sizes are {expected_sizes}, you said {got_sizes}"
+            assert got_batch == expected_batch, f"{where}: the padded batch is {expected_batch}, you said {got_batch}"
 
-    return run_check("the contract", compare)
+    return run_check("sizes inside the batch", compare, hidden=hidden)
 
 
 # ------------------------------------------------------------------------------- exercise 3
+
+PREDICTOR_CASES = [(7, False), (2, False), (12, True)]
+PREDICTOR_HIDDEN = [(5, True), (81, False), (3, False), (91, True)]
+
 
 def _predictor_shapes(num_classes: int, class_agnostic: bool) -> dict[str, tuple[int, ...]]:
     from ..configs import build_maskrcnn
@@ -108,13 +111,16 @@ def _predictor_shapes(num_classes: int, class_agnostic: bool) -> dict[str, tuple
             "mask_logits": tuple(heads.mask_predictor.mask_logits.weight.shape)}
 
 
-def check_predictor_shapes(my_predictor_shapes) -> bool:
+def check_predictor_shapes(my_predictor_shapes, hidden=False) -> bool:
     """my_predictor_shapes(num_classes, class_agnostic) -> dict of the weight shapes of cls_score,
     bbox_deltas and mask_logits in build_maskrcnn("shapes_tiny", num_classes=..., class_agnostic_masks=...)."""
 
     def compare():
         need_function(my_predictor_shapes)
-        for num_classes, agnostic in ((7, False), (2, False), (12, True)):
+        _refuse(my_predictor_shapes, {"build_maskrcnn", "build_from_config", "BoxPredictor", "MaskPredictor",
+                                      "RoIHeads", "roi_heads", "box_predictor", "mask_predictor"},
+                "work the shapes out from the config and notebooks 06-07, without building the model")
+        for num_classes, agnostic in PREDICTOR_HIDDEN if hidden else PREDICTOR_CASES:
             expected = _predictor_shapes(num_classes, agnostic)
             got = my_predictor_shapes(num_classes, agnostic)
             assert got is not None, "your function returned None"
@@ -125,4 +131,48 @@ def check_predictor_shapes(my_predictor_shapes) -> bool:
                 assert mine == shape, (f"num_classes={num_classes}, class_agnostic={agnostic}: {key} weight is "
                                        f"{shape}, you said {mine}")
 
-    return run_check("predictor shapes", compare)
+    return run_check("predictor shapes", compare, hidden=hidden)
+
+
+# ------------------------------------------------------------------------------- exercise 4
+
+# (caller's image size (h, w), min_size, max_size): the resized size comes from ImageTransform itself
+RESCALE_CASES = [((203, 287), 256, 384), ((97, 130), 800, 1333), ((480, 640), 800, 1333)]
+RESCALE_HIDDEN = [((287, 203), 256, 384), ((1000, 3000), 800, 1333), ((161, 500), 128, 512), ((333, 500), 800, 1333)]
+
+
+def _rescale_case(original, min_size, max_size, seed):
+    """(boxes (N, 4) in the resized image, resized (h', w')): boxes spread over the whole resized image."""
+    (resized,), _ = _true_sizes([original], min_size, max_size)
+    g = torch.Generator().manual_seed(seed)
+    h, w = resized
+    corner = torch.rand(6, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6])  # (6, 2) x1, y1
+    size = (0.1 + 0.3 * torch.rand(6, 2, generator=g)) * torch.tensor([w, h])  # (6, 2)
+    boxes = torch.cat([corner, corner + size], dim=1)  # (6, 4)
+    boxes = torch.cat([boxes, torch.tensor([[0.0, 0.0, float(w), float(h)]])])  # (7, 4) the whole image too
+    return boxes, resized
+
+
+def check_rescale_boxes(my_rescale_boxes, hidden=False) -> bool:
+    """my_rescale_boxes(boxes (N, 4) in the resized image, resized_size (h', w'), original_size (h, w))
+    -> (N, 4) in the caller's pixels, as the model's postprocess gives them (to 1e-3 pixel)."""
+    from ..transform import resize_boxes
+
+    def compare():
+        need_function(my_rescale_boxes)
+        _refuse(my_rescale_boxes, {"resize_boxes", "postprocess", "ImageTransform", "transform", "interpolate"},
+                "write the rescale yourself")
+        for k, (original, min_size, max_size) in enumerate(RESCALE_HIDDEN if hidden else RESCALE_CASES):
+            boxes, resized = _rescale_case(original, min_size, max_size, seed=80 + k + 10 * hidden)
+            expected = resize_boxes(boxes, resized, original)  # (N, 4)
+            got = my_rescale_boxes(boxes.clone(), tuple(resized), tuple(original))
+            assert got is not None, "your function returned None"
+            got = torch.as_tensor(got, dtype=torch.float32)
+            assert got.shape == expected.shape, f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+            error = (got - expected).abs()  # (N, 4)
+            assert error.max() <= 1e-3, (
+                f"caller's image {original[0]}x{original[1]}, resized to {resized[0]}x{resized[1]}: off by up to "
+                f"{error[:, 0::2].max():.3f} px in x and {error[:, 1::2].max():.3f} px in y (the whole-image box "
+                f"{boxes[-1].tolist()} should come back as {expected[-1].tolist()}, you gave {got[-1].tolist()})")
+
+    return run_check("boxes back to the caller's pixels", compare, hidden=hidden)
