@@ -9,13 +9,17 @@ The paper reports the standard COCO numbers for both tasks:
 "Box AP" measures the IoU between boxes, "mask AP" (the headline number of Mask R-CNN) the IoU
 between binary masks; everything else in the protocol is the same.
 
-We do not write our own AP: pycocotools' COCOeval is the yardstick every paper is measured with,
-and a home-made metric that is 0.3 AP off would make every comparison meaningless. This file
-only translates our formats into COCO's json format and back:
+We do not write our own AP for the headline numbers: pycocotools' COCOeval is the yardstick every
+paper is measured with, and a home-made metric that is 0.3 AP off would make every comparison
+meaningless. This file only translates our formats into COCO's json format and back:
 
     dataset (image, target) ---- dataset_to_coco -----> COCO ground truth ----+
                                                                               +--> COCOeval("bbox"), COCOeval("segm")
     model -> predictions ------ predictions_to_coco --> COCO results ---------+
+
+The one exception is the error analysis at the end (detection_errors, error_curves): why a class's AP
+is low, told by the kind of each false positive, as COCO's analyze() and Hoiem et al. (ECCV 2012) do.
+Its C50 and C75 curves equal COCOeval's precision (tests/test_evaluate.py).
 
 Conventions of the returned numbers:
 - metrics are fractions in [0, 1] (COCO papers print them x100);
@@ -50,6 +54,9 @@ __all__ = [
     "evaluate_predictions",
     "evaluate",
     "format_metrics",
+    "ERROR_TYPES",
+    "detection_errors",
+    "error_curves",
 ]
 
 
@@ -406,3 +413,125 @@ def format_metrics(metrics: Mapping) -> str:
             cells.append(f"{'-':>7}" if v is None or math.isnan(v) else f"{v:>7.3f}")
         rows.append(f"{iou_type:<6}" + "".join(cells))
     return "\n".join(rows)
+
+
+# --------------------------------------------------------------------------- error analysis
+
+ERROR_TYPES = ("TP", "Loc", "Cls", "BG")  # the codes 0, 1, 2, 3 that detection_errors returns
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # COCOeval's params.recThrs
+
+
+def _pairwise_iou(det: Mapping, gt: Mapping, iou_type: str) -> torch.Tensor:
+    """(D, G) float64 IoU of one image's detections with its objects: boxes, or masks (pycocotools' RLE IoU)."""
+    if iou_type == "bbox":
+        from .boxes import box_iou
+
+        return box_iou(torch.as_tensor(det["boxes"]).double(), torch.as_tensor(gt["boxes"]).double())
+    if iou_type != "segm":
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+
+    def binary(masks):  # (N, H, W) or (N, 1, H, W), probabilities, 0/1 or bool -> (N, H, W) bool
+        masks = torch.as_tensor(masks)
+        return (masks[:, 0] if masks.ndim == 4 else masks).float() > 0.5
+
+    num_det, num_gt = len(det["labels"]), len(gt["labels"])
+    if num_det == 0 or num_gt == 0:
+        return torch.zeros(num_det, num_gt, dtype=torch.float64)
+    rle_det, rle_gt = masks_to_rle(binary(det["masks"])), masks_to_rle(binary(gt["masks"]))
+    ious = mask_utils.iou(rle_det, rle_gt, [0] * num_gt)  # (D, G)
+    return torch.from_numpy(np.asarray(ious, dtype=np.float64).reshape(num_det, num_gt))
+
+
+def _greedy_match(ious: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """COCOeval.evaluateImg's matching. ious (D, G): detections in score order (best first), -1 where a
+    detection may not claim an object (another class). -> (D,) bool: the detection claimed a free object
+    with IoU >= iou_threshold, the best free one (the last of equals, as COCOeval's loop keeps it)."""
+    num_det, num_gt = ious.shape
+    claimed = torch.zeros(num_gt, dtype=torch.bool)  # (G,)
+    matched = torch.zeros(num_det, dtype=torch.bool)  # (D,)
+    for d in range(num_det if num_gt else 0):  # greedy: a higher score picks first, so this loop is sequential
+        free = ious[d].masked_fill(claimed, -1.0)  # (G,)
+        if free.max() >= iou_threshold:
+            g = num_gt - 1 - int(free.flip(0).argmax())  # the last of the best
+            claimed[g] = matched[d] = True
+    return matched
+
+
+def detection_errors(detections, targets, iou_threshold: float = 0.5, iou_type: str = "bbox",
+                     low: float = 0.1) -> list[torch.Tensor]:
+    """The kind of every detection, Hoiem et al.'s error types: one (D,) int64 tensor per image, codes of ERROR_TYPES.
+
+    detections / targets: one dict per image (labels, boxes or masks; detections also scores). Per image:
+    - 0 "TP":  claims an object of its own class at IoU >= iou_threshold (COCOeval's greedy matching);
+    - 1 "Loc": otherwise, IoU >= low with an object of its own class: a loose box (low <= IoU < threshold)
+               or a duplicate (an object that a higher-scored detection already claimed);
+    - 2 "Cls": otherwise, IoU >= low with an object of another class: a confusion of classes;
+    - 3 "BG":  IoU < low with every object: a detection of background.
+    Every detection is classified (COCOeval's cap of 100 per image and class is not applied).
+    """
+    if len(detections) != len(targets):
+        raise ValueError(f"detection_errors: {len(detections)} detection dicts for {len(targets)} images")
+    out = []
+    for i, (det, gt) in enumerate(zip(detections, targets)):
+        det_labels, gt_labels = torch.as_tensor(det["labels"]), torch.as_tensor(gt["labels"])  # (D,), (G,)
+        ious = _pairwise_iou(det, gt, iou_type)  # (D, G)
+        if ious.shape != (len(det_labels), len(gt_labels)):
+            raise ValueError(f"detection_errors: image {i}: IoU shape {tuple(ious.shape)} for "
+                             f"{len(det_labels)} detections and {len(gt_labels)} objects")
+        same = det_labels[:, None] == gt_labels[None, :]  # (D, G) same class
+        order = torch.argsort(-torch.as_tensor(det["scores"]).double(), stable=True)  # (D,) best first
+        tp = torch.zeros(len(det_labels), dtype=torch.bool)  # (D,)
+        tp[order] = _greedy_match(torch.where(same, ious, -1.0)[order], iou_threshold)
+        zero = torch.zeros_like(ious)  # (D, G)
+        best_same = torch.where(same, ious, zero).amax(dim=1) if len(gt_labels) else zero.sum(1)  # (D,)
+        best_other = torch.where(same, zero, ious).amax(dim=1) if len(gt_labels) else zero.sum(1)  # (D,)
+        kind = torch.full((len(det_labels),), 3, dtype=torch.int64)  # (D,) BG unless something below holds
+        kind[best_other >= low] = 2  # Cls
+        kind[best_same >= low] = 1  # Loc (takes precedence over Cls, as in Hoiem et al.)
+        kind[tp] = 0  # TP
+        out.append(kind)
+    return out
+
+
+def _interpolated_precision(scores: np.ndarray, is_tp: np.ndarray, num_gt: int) -> np.ndarray:
+    """COCOeval.accumulate for one class: (D,) scores and TP flags -> (101,) the envelope at recall 0, 0.01, ..., 1."""
+    order = np.argsort(-scores, kind="mergesort")  # (D,) best first, stable like COCOeval
+    tp = np.cumsum(is_tp[order])  # (D,)
+    recall, precision = tp / num_gt, tp / np.arange(1, len(tp) + 1)  # (D,), (D,)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]  # (D,) best precision at this recall or beyond
+    first = np.searchsorted(recall, RECALL_POINTS, side="left")  # (101,) first detection reaching each point
+    reached = first < len(recall)  # (101,) False beyond the last recall: precision 0 there
+    q = np.zeros(len(RECALL_POINTS))  # (101,)
+    q[reached] = envelope[first[reached]]
+    return q
+
+
+def error_curves(detections, targets, category: int, iou_type: str = "bbox", low: float = 0.1) -> dict:
+    """COCO analyze()'s precision/recall curves of one class, each error type removed in turn -> {name: (101,)}.
+
+    "C75", "C50": COCO's curves at IoU 0.75 and 0.5 (equal to COCOeval's precision[t, :, k, 0, 2]);
+    "Loc": at IoU `low` (0.1): loose boxes are forgiven, duplicates are still false positives;
+    "Cls": also without the false positives on objects of other classes (COCO's analyze splits them into
+           Sim, same supercategory, and Oth; with no supercategories the two are one step);
+    "BG":  also without every other false positive (background, and the duplicates): precision 1 up to
+           the recall of "Cls";
+    "FN":  also every missed object found: precision 1 at every recall.
+    Each curve's mean is the AP it would have; the gap between two curves is what that error type costs.
+    """
+    num_gt = int(sum(int((torch.as_tensor(t["labels"]) == category).sum()) for t in targets))
+    if num_gt == 0:
+        raise ValueError(f"error_curves: no object of category {category} in the targets")
+    mine = [torch.as_tensor(d["labels"]) == category for d in detections]  # per image (D,) bool
+    scores = np.concatenate([torch.as_tensor(d["scores"])[m].double().numpy() for d, m in zip(detections, mine)])
+    kinds = {t: torch.cat([k[m] for k, m in zip(detection_errors(detections, targets, t, iou_type, low), mine)]).numpy()
+             for t in (0.75, 0.5, low)}  # {threshold: (D_c,) error codes}
+    loose = kinds[low]
+    curves = {"C75": _interpolated_precision(scores, kinds[0.75] == 0, num_gt),
+              "C50": _interpolated_precision(scores, kinds[0.5] == 0, num_gt),
+              "Loc": _interpolated_precision(scores, loose == 0, num_gt)}
+    keep = loose != 2  # (D_c,) the class confusions are removed
+    curves["Cls"] = _interpolated_precision(scores[keep], loose[keep] == 0, num_gt)
+    keep = loose == 0  # (D_c,) every false positive is removed
+    curves["BG"] = _interpolated_precision(scores[keep], loose[keep] == 0, num_gt)
+    curves["FN"] = np.ones(len(RECALL_POINTS))
+    return curves

@@ -6,7 +6,8 @@
 # overlap?", asked once with boxes and once with masks. Then we compute AP by hand on a made-up example
 # of nine detections, and check that pycocotools' `COCOeval` gets exactly the same numbers. Last, we
 # score the trained shapes model on its held-out images and look at what the numbers hide:
-# precision/recall curves, AP at each IoU threshold, object sizes, which classes get confused, and how
+# precision/recall curves, what a score threshold does to AP, AP at each IoU threshold, object sizes,
+# which classes get confused, what kind of error each false positive is and what it costs, and how
 # well the masks are placed.
 #
 # **You will learn**
@@ -17,15 +18,20 @@
 # - what COCOeval's `eval["precision"]` array holds (dimensions `[T, R, K, A, M]`) and how to draw
 #   per-class precision/recall curves from it;
 # - why AP_S, AP_M and AP_L depend on object area (32², 96²), and why AP_L is -1 on 128-px shapes;
-# - reading the trained model's scores: a confusion table of the best detection per object, and the
-#   gap between AP50 and AP75 as a measure of localisation.
+# - average recall (AR), and why low-scored detections can never lower AP (the envelope), which is
+#   why inference keeps scores down to 0.05;
+# - reading the trained model's errors: a confusion table of the best detection per object, the kind
+#   of every false positive (localisation, class confusion, background) and what each kind costs in
+#   AP (COCO's error analysis), and the gap between AP50 and AP75 as a measure of localisation.
 #
 # **Builds on:** [08 — The full model](08_full_model.ipynb) (the detections the model returns),
 # [09 — Training](09_training.ipynb) (the trained shapes model),
 # [10 — Inference](10_inference.ipynb) (scores, score threshold, pasted masks).
 #
-# **Run time:** about 10 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+# **Run time:** about 1 minute on a 2-core CPU (38 s measured on an idle machine, 114 s on a busy one;
+# most of it running the model over 100 images and scoring ten score thresholds); the first notebook
+# you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it
+# ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
@@ -432,7 +438,7 @@ plt.show()
 # without objects, just as COCOeval stores it. Two details copy COCOeval: IoUs are computed once per
 # image and class, and at most `max_dets = 100` detections per image *and class* are kept. `iou_type`
 # says whether boxes or masks are compared. Masks go through pycocotools' RLE IoU, exactly what
-# COCOeval uses; exercise 2 asks you to write that IoU yourself.
+# COCOeval uses.
 
 # %%
 def pairwise_iou(det, gt, iou_type):
@@ -505,13 +511,10 @@ show_source(evaluate.run_cocoeval)
 # not only its means.
 
 # %%
-run_cocoeval = evaluate.run_cocoeval
-
-# %%
 # NBVAL_CHECK_OUTPUT
 tiny_coco_gt = evaluate.dataset_to_coco([(torch.zeros(3, 100, 100), dict(gt, image_id=i)) for i, gt in enumerate(tiny_gts)])
 tiny_bbox_results, _ = evaluate.predictions_to_coco(dict(enumerate(tiny_dets)))  # boxes only: no segm results
-tiny_eval = run_cocoeval(tiny_coco_gt, tiny_bbox_results, "bbox")
+tiny_eval = evaluate.run_cocoeval(tiny_coco_gt, tiny_bbox_results, "bbox")
 print("first result:", {k: (round(v, 2) if isinstance(v, float) else v) for k, v in tiny_bbox_results[0].items()})
 print("COCOeval:  " + "   ".join(f"{k} {v:.4f}" for k, v in zip(("AP", "AP50", "AP75"), tiny_eval.stats[:3])))
 for name, i in (("AP", 0), ("AP50", 1), ("AP75", 2)):
@@ -531,16 +534,15 @@ assert gap < 1e-6
 # | R | 101 | recall point | 0, 0.01, ..., 1 (`params.recThrs`) |
 # | K | classes | category | `params.catIds` order |
 # | A | 4 | object area range | all, small, medium, large (`params.areaRng`) |
-# | M | 3 | detections kept per image | 1, 10, 100 (`params.maxDets`) |
+# | M | 3 | detections kept per image *and class* | 1, 10, 100 (`params.maxDets`) |
 #
 # Entry `[t, r, k, a, m]` is the interpolated precision of class k at recall point r, at IoU threshold
-# t, counting only objects of area range a and each image's m best detections. It is -1 where class k
+# t, counting only objects of area range a and, in each image, the m best detections of class k (COCOeval's
+# `evaluateImg` runs once per image and class and keeps `dtind[0:maxDet]`). It is -1 where class k
 # has no object in that range. Every headline number is a mean over a slice, with -1 left out:
 # AP = `precision[:, :, :, 0, 2]`, AP50 = `precision[0, :, :, 0, 2]`, AP_S = `precision[:, :, :, 1, 2]`.
-# The AP of one class (the library's `per_class`) is `precision[:, :, k, 0, 2]`:
-
-# %%
-show_source(evaluate._per_class_ap, docstring=False)
+# The AP of one class (the library's `per_class`, in `evaluate._per_class_ap`) is the mean of
+# `precision[:, :, k, 0, 2]`.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -549,7 +551,36 @@ print("precision:", p.shape, "  recall:", tiny_eval.eval["recall"].shape)
 assert p.shape == (10, 101, 2, 4, 3)
 assert tiny_eval.eval["recall"].shape == (10, 2, 4, 3)
 print(f"AP50 = precision[0, :, :, 0, 2].mean() = {p[0, :, :, 0, 2].mean():.4f}")
-print(f"AP with only each image's best detection (M = 1): {p[:, :, :, 0, 0][p[:, :, :, 0, 0] > -1].mean():.4f}")
+print(f"AP with only each image's best detection of each class (M = 1): {p[:, :, :, 0, 0][p[:, :, :, 0, 0] > -1].mean():.4f}")
+
+# %% [markdown]
+# ### Average recall: the other six numbers
+#
+# `summarize` prints twelve numbers. The first six are AP; `stats[6:12]` are **AR**, average recall:
+# AR@1, AR@10, AR@100 (all areas, at most 1, 10 or 100 detections per image and class), then AR_S,
+# AR_M, AR_L (100 detections). `eval["recall"][t, k, a, m]` is the recall class k reaches at the end
+# of its ranked list, $\mathrm{TP}/N_{GT}$ after all its kept detections: the right end of the
+# precision/recall curve, whatever the precision was on the way. AR is its mean over the ten
+# thresholds and the classes. So AR asks "how many objects are found at all, and how tightly",
+# with no penalty for false positives; it is how proposals (the RPN of notebook 04) are usually
+# judged, with the detection budget m as the knob. By hand, from the TP flags of section 2b, we expect
+# COCOeval's AR@100.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def final_recall(c, t):
+    """Recall of class c at IoU t after all its detections: TP / N_GT."""
+    _, is_tp, num_gt = class_detections(tiny_gts, tiny_dets, c, t)
+    return is_tp.sum() / num_gt
+
+
+recall_by_hand = np.array([[final_recall(c, t) for c in (1, 2)] for t in IOU_THRESHOLDS])  # (T, K)
+coco_recall = tiny_eval.eval["recall"][:, :, 0, 2]  # (T, K, A, M) -> (T, K): all areas, 100 detections
+assert recall_by_hand.shape == coco_recall.shape == (10, 2)
+assert np.abs(recall_by_hand - coco_recall).max() < 1e-12
+print(f"AR@100 by hand {recall_by_hand.mean():.4f}   COCOeval stats[8] {tiny_eval.stats[8]:.4f}")
+print("AR@1, AR@10, AR@100:", " ".join(f"{v:.4f}" for v in tiny_eval.stats[6:9]))
+assert abs(recall_by_hand.mean() - tiny_eval.stats[8]) < 1e-12
 
 # %% [markdown]
 # ## 4. The trained model on the held-out set
@@ -557,12 +588,8 @@ print(f"AP with only each image's best detection (M = 1): {p[:, :, :, 0, 0][p[:,
 # Now real detections. `evaluate(model, dataset)` runs the model over the dataset in batches. It
 # collects the ground truth in the same pass, encodes each batch's masks as RLE right away (a hundred
 # full-size float masks per image would not fit in memory on COCO), and scores box and mask with
-# COCOeval.
-
-# %%
-show_source(evaluate.evaluate, docstring=False)
-
-# %% [markdown]
+# COCOeval (its source: `show_source(evaluate.evaluate)`).
+#
 # `evaluate` keeps nothing but the metrics, yet the rest of this notebook needs the detections
 # themselves. Running the model a second time would double the cost. Instead we pass a thin wrapper
 # that hands every call on to the model and keeps a copy of what it returns. To save memory it stores
@@ -630,7 +657,7 @@ bbox_results, segm_results = evaluate.predictions_to_coco({i: dict(d, masks=d["m
                                                            for i, d in enumerate(detections)})
 coco_evals, ours = {}, {}
 for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
-    coco_evals[iou_type] = run_cocoeval(coco_gt, results, iou_type)
+    coco_evals[iou_type] = evaluate.run_cocoeval(coco_gt, results, iou_type)
     ours[iou_type] = coco_precision(targets, detections, classes, iou_type)  # (T, R, K)
     assert ours[iou_type].shape == (10, 101, 3)
     assert coco_evals[iou_type].eval["precision"].shape == (10, 101, 3, 4, 3)
@@ -652,7 +679,7 @@ for iou_type, results in (("bbox", bbox_results), ("segm", segm_results)):
 # with all areas and 100 detections. We draw each class at IoU 0.5 (solid) and 0.75 (dashed), for
 # boxes and masks. Read a curve from left to right. It starts high, where the few most confident
 # detections are nearly all right, and it ends where the recall runs out: objects that no detection
-# covers well enough. The class with the lowest per-class AP above should have the lowest curves.
+# covers well enough. Each curve's mean is the class's AP at that threshold, printed in the legend.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.3), layout="constrained", sharey=True)
@@ -666,12 +693,65 @@ for ax, iou_type in zip(axes, ("bbox", "segm")):
     ax.set(xlabel="recall", title=f"{'box' if iou_type == 'bbox' else 'mask'}: interpolated precision/recall",
            xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=9, loc="lower left")
 axes[0].set_ylabel("precision")
 fig.suptitle("precision[t, :, k, 0, 2] of COCOeval on the 100 held-out images")
 plt.show()
 
 # %% [markdown]
+# In our run the square's box curve at IoU 0.5 is the first to leave precision 1, and it falls in
+# steps while its recall still rises. Each step down is a false positive
+# labelled *square* that outscores the next square found. Which false positives those are, the
+# curves cannot say; section 10 sorts them by kind.
+
+# %% [markdown]
+# ### AP against the score threshold: why inference keeps the low scores
+#
+# Notebook [10 — Inference](10_inference.ipynb) returns every detection scoring above 0.05 (the
+# configuration's `box_score_thresh`), up to `box_detections_per_img` per image, while the pictures and
+# `python -m mrcnn_teach predict` draw only those scoring at least 0.5. The envelope says why the two
+# differ. Appending detections at the *bottom* of a class's ranked list cannot lower its AP:
+#
+# - the detections above them keep their TP/FP flags (a lower score never takes an object from a
+#   higher one in the greedy matching), so their precision and recall are unchanged;
+# - the envelope at rank n is the best precision at rank n *or later*: more later ranks can only raise it;
+# - recall points the shorter list never reached read 0 before, and now read something $\ge 0$.
+#
+# So for AP, a low score threshold is free, and every object found late still adds recall. A user
+# looking at one picture wants the opposite, a short list that is nearly all right. We expect AP to
+# fall, never rise, as the threshold rises:
+
+# %%
+score_thresholds = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+ap_by_threshold = []
+for s_min in score_thresholds:
+    kept = [{k: v[d["scores"] >= s_min] for k, v in d.items()} for d in detections]  # per image, same keys
+    ap_by_threshold.append(summary(coco_precision(targets, kept, classes, "bbox")))
+    print(f"score >= {s_min:.2f}: {sum(len(d['scores']) for d in kept):>4} detections, box AP "
+          f"{ap_by_threshold[-1]['AP']:.3f}, AP50 {ap_by_threshold[-1]['AP50']:.3f}")
+for name in ("AP", "AP50"):
+    series = np.array([a[name] for a in ap_by_threshold])  # (10,)
+    assert (np.diff(series) <= 1e-12).all(), f"{name} rose with the threshold"
+fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+for name, colour in (("AP50", "tab:blue"), ("AP", "tab:green")):
+    ax.plot(score_thresholds, [a[name] for a in ap_by_threshold], "o-", color=colour, label=f"box {name}")
+for x, text in ((model.config["box_score_thresh"], "inference keeps"), (0.5, "pictures draw")):
+    ax.axvline(x, color="gray", linestyle="--", linewidth=1)
+    ax.text(x + 0.01, 0.05, f"{text}\nscore >= {x:g}", color="gray", fontsize=9)
+ax.set(xlabel="score threshold: detections below it are dropped", ylabel="AP", ylim=(0, 1),
+       title="Dropping low-scored detections can only lower AP")
+ax.grid(alpha=0.3)
+ax.legend(loc="center right")
+plt.show()
+
+# %% [markdown]
+# > **Common mistake:** "score AP on the detections the demo draws, score ≥ 0.5, since those are the
+# > model's answers." That drops detections from the bottom of every ranked list, which can only
+# > lower AP (the row at 0.50 above). COCO results are scored the way torchvision's and Detectron's
+# > defaults run inference, every detection above 0.05, up to 100 per image (the paper's mask
+# > branch, too, runs on the 100 highest-scoring boxes, Sec. 3.1). A model scored at 0.5 cannot be
+# > compared with them.
+#
 # ## 7. AP at each IoU threshold
 #
 # Averaging `precision[t, :, :, 0, 2]` over recall points and classes gives the AP at threshold t
@@ -707,7 +787,8 @@ plt.show()
 # Our shapes are at most 48 px across on a 128-px image. Even a full 48×48 square is 2304 px², a
 # quarter of the 9216 px² a "large" object needs. So the held-out set has no large object, and COCOeval
 # reports AP_L = -1. The library turns that into `nan`, and `format_metrics` prints "-". We expect
-# the counts to show that. The dataset is deterministic, so they are checked in CI.
+# the counts to show that, and the largest object far below 96². The dataset is deterministic, so they
+# are checked in CI.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -715,22 +796,9 @@ areas = torch.cat([t["area"] for t in targets])  # (N_objects,) mask pixel count
 assert areas.shape == (sum(len(t["labels"]) for t in targets),)
 small, large = int((areas < 32 ** 2).sum()), int((areas > 96 ** 2).sum())
 print(f"{len(areas)} objects: {small} small, {len(areas) - small - large} medium, {large} large;"
-      f" area from {areas.min():.0f} to {areas.max():.0f} px^2")
+      f" area from {areas.min():.0f} to {areas.max():.0f} px^2, the largest {96 ** 2 / areas.max():.1f}x"
+      f" short of 96^2 = {96 ** 2}")
 print("COCOeval's -1 for APl:", [float(e.stats[5]) for e in coco_evals.values()])
-
-# %%
-fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
-bins = np.geomspace(64, 128 ** 2, 40)
-for c in classes:
-    ax.hist(torch.cat([t["area"][t["labels"] == c] for t in targets]).numpy(), bins=bins, histtype="step",
-            linewidth=1.8, color=class_color(c), label=model.class_names[c])
-for edge, name in ((32 ** 2, "32² (small | medium)"), (96 ** 2, "96² (medium | large)"), (128 ** 2, "128²: the whole image")):
-    ax.axvline(edge, color="black", linestyle="--" if edge < 128 ** 2 else ":", linewidth=1)
-    ax.text(edge * 1.04, ax.get_ylim()[1] * 0.92, name, fontsize=8, rotation=90, va="top")
-ax.set(xscale="log", xlabel="object area (mask pixels, log scale)", ylabel="objects",
-       title="Held-out object areas against COCO's size ranges: nothing is large")
-ax.legend(fontsize=8, loc="upper left")
-plt.show()
 
 # %% [markdown]
 # ## 9. Which classes get confused: the best detection of each object
@@ -754,12 +822,6 @@ for det, tgt in zip(detections, targets):
         else:
             confusion[gt_label - 1, int(det["labels"][covering[gi].argmax()]) - 1] += 1
 assert confusion.sum() == len(areas)
-print("rows: object class; columns: class of its best detection, then 'missed'")
-print(f"{'':<9}" + "".join(f"{n:>9}" for n in names + ["missed"]))
-for name, row in zip(names, confusion):
-    print(f"{name:<9}" + "".join(f"{v:>9d}" for v in row))
-
-# %%
 fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
 fraction = confusion / confusion.sum(axis=1, keepdims=True)  # (K, K + 1) each row sums to 1
 im = ax.imshow(fraction, cmap="Blues", vmin=0, vmax=1)
@@ -780,21 +842,127 @@ plt.show()
 # square detection down. It is a false positive in the *circle* ranking, and costs circle AP wherever it
 # outscores a true circle detection. So a class's AP is lowered by the wrong guesses made *under its
 # name* on other classes' objects, by its own detections that place their object loosely, and by its
-# objects found late or never; not by the other classes' detections on its objects. The table above
+# objects found late or never; not by the other classes' detections on its objects. The picture above
 # counts only each object's best detection, so it cannot tell these apart: to see which one hurts a
 # class, list its false positives by cause (a mix-up on another class's object, a loose box on its own,
-# a duplicate, or background), which is what COCO's error analysis does.
+# a duplicate, or background), which is what COCO's error analysis does, in the next section.
 
 # %% [markdown]
-# ## 10. AP50 vs AP75: how well are the objects placed?
+# ## 10. Where the false positives come from
+#
+# Hoiem et al. (*Diagnosing error in object detectors*, ECCV 2012) sort every detection of a class
+# into one kind, and COCO's `analyze()` turns the kinds into curves. `evaluate.detection_errors` gives
+# each detection, per image, the first kind that fits:
+#
+# | code | kind | the detection |
+# |---|---|---|
+# | 0 | TP | claims an object of its class at IoU $\ge t$ (the greedy matching of section 2a) |
+# | 1 | Loc | has IoU $\ge 0.1$ with an object of its class: a loose box ($0.1 \le$ IoU $< t$), or a duplicate of an object a higher score already claimed |
+# | 2 | Cls | has IoU $\ge 0.1$ with an object of another class: a confusion |
+# | 3 | BG | has IoU $< 0.1$ with every object: background |
+#
+# A missed object (FN) is the fourth kind of error; it has no detection, so it shows as recall that
+# never comes. We count the kinds for each class at $t$ = 0.5 and 0.75, once over all detections and
+# once over those scoring at least 0.5, the ones a picture would draw. We expect few BG (nearly every
+# detection lands on some shape), and the TP count divided by the objects of the class to be the recall
+# COCOeval reaches at that threshold.
+
+# %%
+kinds = {t: evaluate.detection_errors(detections, targets, t) for t in (0.5, 0.75)}  # {t: per image (D,) codes}
+print(f"{'':<9} IoU " + "".join(f"{k:>5}" for k in evaluate.ERROR_TYPES) + "    the same, score >= 0.5")
+for k, c in enumerate(classes):
+    scores_c = torch.cat([d["scores"][d["labels"] == c] for d in detections])  # (D_c,)
+    for t in (0.5, 0.75):
+        kind_c = torch.cat([kk[d["labels"] == c] for kk, d in zip(kinds[t], detections)])  # (D_c,)
+        assert kind_c.shape == scores_c.shape
+        every, high = torch.bincount(kind_c, minlength=4), torch.bincount(kind_c[scores_c >= 0.5], minlength=4)
+        print(f"{model.class_names[c]:<9}{t:.2f} " + "".join(f"{v:>5}" for v in every.tolist())
+              + "    " + "".join(f"{v:>5}" for v in high.tolist()))
+        num_gt = sum(int((tg["labels"] == c).sum()) for tg in targets)
+        ti = int(np.argmin(np.abs(IOU_THRESHOLDS - t)))
+        assert abs(every[0] / num_gt - coco_evals["bbox"].eval["recall"][ti, k, 0, 2]) < 1e-9
+
+# %% [markdown]
+# Compare the two halves of the table: most Cls detections score below 0.5. On many objects the model
+# also returns a weak guess of another class; it ranks below most true detections of that class, so
+# it costs little. The confusions that do cost are the high-scored ones. Which way do they go? The next
+# table counts the Cls detections scoring at least 0.5 by the class the detection says (rows) and the
+# class of the object it overlaps most (columns).
+
+# %%
+confused = np.zeros((len(classes), len(classes)), dtype=int)  # (K, K) rows: detection's class, columns: object's
+for kk, det, tgt in zip(kinds[0.5], detections, targets):
+    cls_fp = ((kk == 2) & (det["scores"] >= 0.5)).nonzero().flatten()  # (F,) confusions worth drawing
+    if len(cls_fp):
+        nearest = box_iou(det["boxes"][cls_fp], tgt["boxes"]).argmax(dim=1)  # (F,) the object each one covers most
+        for label, gt_label in zip(det["labels"][cls_fp].tolist(), tgt["labels"][nearest].tolist()):
+            confused[label - 1, gt_label - 1] += 1
+assert np.trace(confused) == 0  # a Cls detection never sits mostly on its own class's object
+print("rows: the detection says; columns: the object is")
+print(f"{'':<9}" + "".join(f"{n:>9}" for n in names))
+for name, row in zip(names, confused):
+    print(f"{name:<9}" + "".join(f"{v:>9d}" for v in row))
+print(f"squares called circles: {confused[1, 0]}, circles called squares: {confused[0, 1]}")
+
+# %% [markdown]
+# Counts do not say what each kind *costs*, since a false positive ranked below every true positive
+# costs nothing (the envelope argument of section 6). COCO's `analyze()` measures the cost: it redraws the class's PR curve with
+# one kind of error removed after another. C75 and C50 are the ordinary curves. **Loc** rescores at
+# IoU 0.1, so loose boxes count as found (duplicates are still false). **Cls** also drops the
+# confusions (COCO splits them into Sim, a class of the same supercategory, and Oth; our shapes have no
+# supercategories). **BG** drops every remaining false positive, and **FN** pretends every missed
+# object was found, so its AP is 1. The area between two curves is the AP that kind costs.
+# `evaluate.error_curves` draws them, from `detection_errors` at IoU 0.75, 0.5 and 0.1.
+
+# %%
+# colours of the error kinds, not of the classes (the class colours of visualize.py are orange, green, red)
+STEPS = {"C75": "tab:gray", "C50": "tab:blue", "Loc": "tab:cyan", "Cls": "tab:olive", "BG": "tab:purple", "FN": "gold"}
+fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained", sharey=True)
+error_aps = {}
+for ax, c in zip(axes, classes):
+    curves = evaluate.error_curves(detections, targets, c)  # {step: (101,)}
+    error_aps[c] = {step: float(q.mean()) for step, q in curves.items()}
+    assert list(curves) == list(STEPS) and all(q.shape == (101,) for q in curves.values())
+    below = np.zeros(101)
+    for step, q in curves.items():  # each step's curve lies on or above the one before
+        assert (q >= below - 1e-12).all(), step
+        ax.fill_between(RECALL_POINTS, below, q, color=STEPS[step], alpha=0.8,
+                        label=f"[{error_aps[c][step]:.3f}] {step}")
+        below = q
+    ax.set(xlabel="recall", xlim=(0, 1), ylim=(0, 1.01), title=f"{model.class_names[c]} (box)")
+    ax.legend(loc="lower left", fontsize=9)
+axes[0].set_ylabel("precision")
+fig.suptitle("What each kind of error costs: PR curves with Loc, Cls, BG and FN errors removed in turn (AP in brackets)")
+plt.show()
+worst_c = min(classes, key=lambda c: error_aps[c]["C50"])
+a = error_aps[worst_c]
+print(f"{model.class_names[worst_c]}s, the lowest box AP50 ({a['C50']:.3f}): loose boxes cost {a['Loc'] - a['C50']:.3f}, "
+      f"confusions {a['Cls'] - a['Loc']:.3f}, background and duplicates {a['BG'] - a['Cls']:.3f}, "
+      f"missed objects {a['FN'] - a['BG']:.3f}")
+
+# %% [markdown]
+# Read the square panel with the sentence printed under it. In our run loose boxes (cyan) and
+# confusions (olive) cost the squares about the same and make up nearly all of the gap to 1;
+# background detections and duplicates (purple) cost little, and no object is missed outright at IoU
+# 0.1 (the FN band is empty). The olive band is the row "square" of the confusion counts above:
+# detections labelled square on circles and triangles, ranked among the true squares. Compare those
+# counts with the picture of section 9: at score $\ge 0.5$ more circles are called squares than squares
+# circles, yet an object's *best* detection is rarely such a mix-up. A square label on a circle
+# usually scores below the circle detection on the same object, so it never shows as that object's
+# best, and it still costs square AP, because square AP ranks it against the true squares only.
+
+# %% [markdown]
+# ## 11. AP50 vs AP75: how well are the objects placed?
 #
 # A detection that counts at IoU 0.5 but not at 0.75 found the object and then placed it loosely. So
 # the gap between AP50 and AP75 measures **localisation**, and for mask AP that means the quality of
 # the mask's outline. This is where the paper's RoIAlign pays off. In Table 2c (ResNet-50-C4, COCO
 # mask AP), replacing RoIPool by RoIAlign raises AP50 from 48.8 to 51.2 (+2.4), and AP75 from 26.4 to
 # 31.5 (+5.1), twice as much. On the coarser stride-32 C5 features (Table 2d) the paper reports +7.3 AP
-# and +10.5 AP75. RoIPool's rounding (notebook 05) moves features by up to half a cell. That hardly
-# changes *whether* an object is found, but it does change how well the mask fits the object.
+# and +10.5 AP75. RoIPool rounds twice (notebook 05): snapping the box to the feature grid moves each
+# edge by up to half a cell, and cutting the snapped box into whole-cell bins (floor and ceil) can
+# widen a bin by up to one cell more. That hardly changes *whether* an object is found, but it does
+# change how well the mask fits the object.
 #
 # For our model we take, for each object, the best IoU any detection *of its class* reaches, once by
 # box and once by mask. Objects between 0.5 and 0.75 are the ones that AP50 counts and AP75 does not.
@@ -835,8 +1003,11 @@ ax.legend(fontsize=8, loc="upper left")
 plt.show()
 
 # %% [markdown]
-# The mask histogram sits to the left of the box histogram: the masks fit their objects less tightly
-# than the boxes do, which is why mask AP75 falls further below mask AP50 than box AP75 below box AP50.
+# The mask histogram sits to the left of the box histogram, and mask AP75 falls further below mask AP50
+# than box AP75 below box AP50. That alone does not show that the masks are placed worse than the boxes,
+# because box IoU and mask IoU are on different scales: the one 5-px shift of case A in section 1 gave
+# box IoU 0.63 and mask IoU 0.51 (printed there). A mask IoU sits below the box IoU of the same
+# placement and drops under 0.75 sooner, so part of the gap, maybe all of it, is the scale.
 #
 # The worst mask among well-placed boxes makes section 1's point on real data. Among the objects whose
 # best same-class box has IoU ≥ 0.75, we take the one where that detection's mask IoU is lowest, and
@@ -889,51 +1060,74 @@ plt.show()
 #   detection caps. Every headline number is a mean over a slice of it, and -1 means "no objects here".
 # - AP_S/AP_M/AP_L split by object area at 32² and 96² px². Our shapes are at most 48 px across, so
 #   there are no large objects and AP_L is -1 (the library shows `nan`, printed "-").
-# - The confusion table of the best detection per object separates class mix-ups from misses, and
-#   the AP50-AP75 gap is localisation. RoIAlign's gain in the paper is twice as large at AP75 as at AP50.
+# - AR (`stats[6:12]`) is the recall reached at the end of each ranked list, averaged over thresholds
+#   and classes, at 1, 10 or 100 detections per image and class: no penalty for false positives.
+# - Detections appended below a ranked list can never lower AP (the envelope), so inference keeps every
+#   detection above 0.05, and AP falls as the score threshold rises; a picture draws only scores >= 0.5.
+# - Per-class AP ranks a class's detections only against each other. The error kinds (Loc, Cls, BG, and
+#   the missed objects) and COCO's curves with each kind removed in turn show what lowers one class's AP.
+# - The AP50-AP75 gap is localisation. RoIAlign's gain in the paper is twice as large at AP75 as at
+#   AP50. Box IoU and mask IoU are on different scales, so box and mask AP75 are not comparable as such.
 #
 # ## Exercises
 #
 # Worked solutions are in `solutions/11_evaluation.py` (for teachers). Each check cell says whether your
 # answer is right.
 #
-# **Exercise 1 — precision and recall at a score threshold.** A deployed detector keeps only detections
-# scoring at least some threshold. Write `my_precision_recall(scores, is_tp, num_gt, threshold)`: `scores`
-# (D,) and `is_tp` (D,) bool (already matched, as in section 2) for one class, `num_gt` objects. Return
-# `(precision, recall)` as two floats for the detections with `score >= threshold`. The threshold always
-# keeps at least one detection. Try it on the squares of section 2: what do thresholds 0.9, 0.5 and 0.3 give?
+# ### Exercise 1 — Predict · about 10 min: the kind of every detection of the tiny example
+#
+# Go back to the nine detections of section 2 (the picture and the table of 2a). At IoU threshold
+# $t = 0.75$, give each of d1..d9 its kind of section 10: "TP", "Loc", "Cls" or "BG". Work it out by
+# hand: the table gives each detection's best IoU with its own class; for the others, read the boxes
+# off the listing of section 2 and work out the IoU you need. Don't call the library's
+# `detection_errors` (or `box_iou`, `match_detections`): the check refuses them. Then say which of the
+# false positives would stop being false at $t = 0.5$.
+#
+# *Hint:* take the kinds in order: a TP first (is its object still free?), then Loc (any object of its
+# own class at IoU $\ge 0.1$?), then Cls, else BG. Only one detection needs an IoU by hand.
 
 # %%
-def my_precision_recall(scores, is_tp, num_gt, threshold):
+def my_tiny_kinds():
     raise NotImplementedError  # your code here
 
 
 # %%
-from mrcnn_teach.exercises.nb11 import check_ap, check_mask_iou, check_precision_recall
+from mrcnn_teach.exercises.nb11 import check_ap, check_envelope_ap, check_error_kinds, check_tiny_kinds
 
-check_precision_recall(my_precision_recall);
+check_tiny_kinds(my_tiny_kinds);
 
 # %% [markdown]
-# **Exercise 2 — mask IoU, all pairs at once.** Write `my_mask_iou(masks1, masks2)` for binary masks
-# `(N, H, W)` and `(M, H, W)` (bool tensors) that returns the `(N, M)` IoU matrix without a Python loop.
-# Hint: flatten the masks to `(N, H·W)`, and a matrix product counts the intersections. An empty mask
-# has IoU 0 with everything. The check compares with pycocotools' `mask.iou` on RLE.
+# ### Exercise 2 — Predict · about 10 min: AP after appending low-scored detections
+#
+# A class has 3 objects, and its ranked detections are TP, FP, FP, TP (best score first). Work out on
+# paper COCO's 101-point AP of this list (section 2c), then the AP after appending, below them, (a) two
+# false positives, and (b) FP, FP, TP. Return the three numbers (before, after (a), after (b)). Which
+# of the three bullet points of section 6 makes (a) equal to the list before? Could any list of
+# appended detections make the AP smaller?
+#
+# *Hint:* write down recall and precision after each rank, then the envelope, and count how many of the
+# 101 recall points (0, 0.01, ..., 1) fall on each envelope value; points never reached read 0.
 
 # %%
-def my_mask_iou(masks1, masks2):
+def my_envelope_ap():
     raise NotImplementedError  # your code here
 
 
 # %%
-check_mask_iou(my_mask_iou);
+check_envelope_ap(my_envelope_ap);
 
 # %% [markdown]
-# **Exercise 3 — three ways to interpolate AP.** Write `my_ap(recall, precision, num_points)` for one
-# class's `recall` and `precision` after each ranked detection (1-D numpy arrays, possibly empty: a class
-# with objects but no detections has AP 0). With `num_points = 101` it must give COCO's AP (section 2c).
-# With `num_points = 11` it must give PASCAL VOC 2007's AP, the same idea at recall 0, 0.1, ..., 1. With
-# `num_points = None` it must give the VOC 2010+ "all points" AP, the exact area under the envelope: the sum
-# over the recall steps of (recall gained) × (envelope there). Compare the three on the squares of section 2.
+# ### Exercise 3 — Derive · about 15 min: three ways to interpolate AP
+#
+# Write `my_ap(recall, precision, num_points)` for one class's `recall` and `precision` after each ranked
+# detection (1-D numpy arrays, possibly empty: a class with objects but no detections has AP 0). With
+# `num_points = 101` it must give COCO's AP (section 2c). With `num_points = 11` it must give PASCAL VOC
+# 2007's AP, the same idea at recall 0, 0.1, ..., 1. With `num_points = None` it must give the VOC 2010+
+# "all points" AP, the exact area under the envelope: the sum over the recall steps of (recall gained) ×
+# (envelope there). Compare the three on the squares of section 2: which one is the largest, and why?
+#
+# *Hint:* the envelope is the same for all three; only where it is read differs. For "all points", a
+# false positive gains no recall, so it adds nothing.
 
 # %%
 def my_ap(recall, precision, num_points=101):
@@ -942,6 +1136,49 @@ def my_ap(recall, precision, num_points=101):
 
 # %%
 check_ap(my_ap);
+
+# %% [markdown]
+# ### Exercise 4 — Debug · about 15 min: error kinds that depend on the order of the list
+#
+# `buggy_error_kinds` below gives the kind of each detection of one image (codes 0 TP, 1 Loc, 2 Cls,
+# 3 BG, as in section 10) from the IoU matrix of the image's detections against its objects, their
+# scores and labels, and the threshold `t`. It is right on the model's output and on the tiny example,
+# and wrong on a list of detections that arrives in another order. Find the bug and write the fixed
+# `my_error_kinds` with the same arguments. The check compares it with the library's `detection_errors`
+# on images whose detections come shuffled (and refuses a call to it).
+#
+# *Hint:* reread step 2 of section 2. In what order does the model return an image's detections?
+
+# %%
+def buggy_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
+    """Kind of each detection of one image: 0 TP, 1 Loc, 2 Cls, 3 BG (evaluate.ERROR_TYPES).
+    ious (D, G) detections x objects, scores (D,), det_labels (D,), gt_labels (G,); t the IoU threshold."""
+    num_det, num_gt = ious.shape
+    same = det_labels[:, None] == gt_labels[None, :]  # (D, G)
+    claimed = torch.zeros(num_gt, dtype=torch.bool)  # (G,)
+    tp = torch.zeros(num_det, dtype=torch.bool)  # (D,)
+    for d in range(num_det if num_gt else 0):  # greedy matching: each detection claims the best free object
+        free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
+        if free.max() >= t:
+            g = int(free.argmax())
+            claimed[g] = tp[d] = True
+    zero = torch.zeros_like(ious)  # (D, G)
+    best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    best_other = torch.where(same, zero, ious).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    kinds = torch.full((num_det,), 3, dtype=torch.int64)  # (D,) BG unless something below holds
+    kinds[best_other >= low] = 2  # Cls
+    kinds[best_same >= low] = 1  # Loc
+    kinds[tp] = 0  # TP
+    return kinds
+
+
+# %%
+def my_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
+    raise NotImplementedError  # your code here
+
+
+# %%
+check_error_kinds(my_error_kinds);
 
 # %% [markdown]
 # Next: [12 — Ablations](12_ablations.ipynb)

@@ -332,3 +332,72 @@ def test_format_metrics_table():
     assert lines[0].split() == list(METRIC_NAMES)
     assert lines[1].split() == ["bbox", "0.500", "0.750", "0.500", "-", "0.250", "1.000"]
     assert lines[2].split()[0] == "segm" and lines[2].split()[1] == "0.125"
+
+
+# --------------------------------------------------------------------------- error analysis
+
+
+def _error_case():
+    """Two images, two classes, one detection of each kind (counts known by hand).
+
+    Image 0: square A (0..40), square B (50..90), circle C (0..40 x 50..90).
+      d0 square on A, IoU 1, score 0.6  -> Loc: a duplicate, since d1 scores higher and claims A first
+      d1 square on A, IoU 0.9           -> TP at 0.5 and 0.75
+      d2 square on B shifted by 10 px   -> IoU 30*40/(2*1600-1200) = 0.6: TP at 0.5, Loc at 0.75
+      d3 square exactly on circle C     -> Cls
+      d4 circle far from everything     -> BG
+    Image 1: one circle (20..60), no detection: a missed object (FN).
+    """
+    f64 = dict(dtype=torch.float64)
+    gts = [dict(boxes=torch.tensor([[0, 0, 40, 40], [50, 50, 90, 90], [0, 50, 40, 90]], **f64),
+                labels=torch.tensor([1, 1, 2])),
+           dict(boxes=torch.tensor([[20, 20, 60, 60]], **f64), labels=torch.tensor([2]))]
+    dets = [dict(boxes=torch.tensor([[0, 0, 40, 40], [0, 0, 40, 36], [60, 50, 100, 90], [0, 50, 40, 90],
+                                     [100, 0, 120, 20]], **f64),
+                 labels=torch.tensor([1, 1, 1, 1, 2]), scores=torch.tensor([0.6, 0.9, 0.5, 0.8, 0.7], **f64)),
+            dict(boxes=torch.zeros(0, 4, **f64), labels=torch.zeros(0, dtype=torch.int64), scores=torch.zeros(0, **f64))]
+    return gts, dets
+
+
+def test_detection_errors_counts_each_kind():
+    from mrcnn_teach.evaluate import ERROR_TYPES, detection_errors
+
+    gts, dets = _error_case()
+    # d1 scores 0.9 > d0's 0.6, so d1 (IoU 0.9) claims A first at 0.5 and d0 becomes the duplicate.
+    at50 = detection_errors(dets, gts, 0.5)
+    assert at50[0].tolist() == [1, 0, 0, 2, 3] and at50[1].tolist() == []
+    # at 0.75: d1's IoU 0.9 still claims A; d2 (0.6) is a loose box
+    at75 = detection_errors(dets, gts, 0.75)
+    assert at75[0].tolist() == [1, 0, 1, 2, 3]
+    assert [ERROR_TYPES[k] for k in at75[0].tolist()] == ["Loc", "TP", "Loc", "Cls", "BG"]
+    # the same detections handed over in another order get the same kinds
+    perm = torch.tensor([4, 2, 0, 3, 1])
+    shuffled = [dict({k: v[perm] for k, v in dets[0].items()}), dets[1]]
+    assert detection_errors(shuffled, gts, 0.75)[0].tolist() == at75[0][perm].tolist()
+    with pytest.raises(ValueError, match="2 detection dicts for 1 images"):
+        detection_errors(dets, gts[:1])
+
+
+def test_error_curves_c50_c75_equal_cocoeval_and_steps_rise():
+    from mrcnn_teach.evaluate import error_curves, run_cocoeval
+
+    gts, dets = _error_case()
+    coco_gt = dataset_to_coco([(torch.zeros(3, 128, 128), dict(g, image_id=i)) for i, g in enumerate(gts)])
+    bbox_results, _ = predictions_to_coco(dict(enumerate(dets)))
+    coco_eval = run_cocoeval(coco_gt, bbox_results, "bbox")
+    for k, c in enumerate((1, 2)):
+        curves = error_curves(dets, gts, c)
+        assert list(curves) == ["C75", "C50", "Loc", "Cls", "BG", "FN"]
+        np.testing.assert_allclose(curves["C50"], coco_eval.eval["precision"][0, :, k, 0, 2], atol=1e-12)
+        np.testing.assert_allclose(curves["C75"], coco_eval.eval["precision"][5, :, k, 0, 2], atol=1e-12)
+    squares = {name: q.mean() for name, q in error_curves(dets, gts, 1).items()}
+    # squares at 0.5: ranked d1 TP, d3 Cls, d0 dup, d2 TP -> precision 1, 1/2, 1/3, 1/2 at recall 1/2, 1/2, 1/2, 1
+    assert squares["C50"] == pytest.approx((51 * 1 + 50 * 0.5) / 101)
+    assert squares["Loc"] == squares["C50"]  # no loose box at 0.5 that 0.1 would forgive
+    assert squares["Cls"] == pytest.approx((51 + 50 * 2 / 3) / 101)  # without d3: TP, dup, TP
+    assert squares["BG"] == squares["FN"] == 1.0  # the duplicate removed too; nothing missed
+    circles = {name: q.mean() for name, q in error_curves(dets, gts, 2).items()}
+    assert circles["C50"] == circles["Cls"] == circles["BG"] == 0.0  # one BG detection, no circle found
+    assert circles["FN"] == 1.0
+    with pytest.raises(ValueError, match="no object of category 3"):
+        error_curves(dets, gts, 3)

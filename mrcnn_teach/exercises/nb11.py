@@ -1,8 +1,10 @@
-"""Checks for the exercises of notebooks/11_evaluation.ipynb (IoU, precision/recall, COCO AP).
+"""Checks for the exercises of notebooks/11_evaluation.ipynb (error kinds, the envelope, interpolated AP).
 
-The references are pycocotools itself (mask IoU on run-length encodings) and a line-by-line
-transcription of COCOeval.accumulate's interpolation (loops, as pycocotools writes it), so a
-student's vectorised answer is compared with an independently written computation.
+The references are the library's error analysis (evaluate.detection_errors, whose C50/C75 curves equal
+COCOeval's, tests/test_evaluate.py) and a line-by-line transcription of COCOeval.accumulate's
+interpolation (loops, as pycocotools writes it), so a student's answer is compared with an
+independently written computation. Predict answers may not call the functions that would answer them
+(the checks read the answer's code names).
 """
 
 from __future__ import annotations
@@ -10,94 +12,107 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..boxes import box_iou
+from ..evaluate import ERROR_TYPES, detection_errors
 from . import close, need_function, run_check
+
+
+def _names_used(code) -> set:
+    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def _refuse(answer, forbidden: set, why: str) -> None:
+    code = getattr(answer, "__code__", None)
+    used = sorted(forbidden & _names_used(code)) if code is not None else []
+    assert not used, f"don't call {', '.join(used)}: {why}"
 
 
 # --------------------------------------------------------------------------- exercise 1
 
 
-def _ranked_example(seed: int, num: int = 12):
-    """Scores (D,) with a few exact ties at round values, TP flags (D,), and an object count >= #TP."""
-    g = torch.Generator().manual_seed(seed)
-    scores = torch.rand(num, generator=g, dtype=torch.float64)  # (D,)
-    scores[:3] = torch.tensor([0.5, 0.3, 0.9], dtype=torch.float64)  # thresholds below hit these exactly
-    is_tp = torch.rand(num, generator=g) < 0.6  # (D,) bool
-    is_tp[2] = True  # the top detection (0.9) is a TP, so precision at 0.9 is not 0/0
-    return scores, is_tp, int(is_tp.sum()) + 2  # two objects never found
+def _tiny_example():
+    """The notebook's nine-detection example (section 2): (gts, dets), one dict per image."""
+    f64 = dict(dtype=torch.float64)
+    gts = [dict(boxes=torch.tensor([[10, 10, 50, 50], [55, 10, 95, 50], [20, 60, 60, 95]], **f64),
+                labels=torch.tensor([1, 1, 2])),
+           dict(boxes=torch.tensor([[30, 30, 70, 70], [5, 5, 35, 35]], **f64), labels=torch.tensor([1, 2])),
+           dict(boxes=torch.tensor([[40, 40, 90, 90]], **f64), labels=torch.tensor([2]))]
+    dets = [dict(boxes=torch.tensor([[12, 10, 50, 52], [11, 12, 49, 50], [20, 58, 60, 90], [55, 15, 95, 55]], **f64),
+                 labels=torch.tensor([1, 1, 2, 1]), scores=torch.tensor([0.95, 0.80, 0.70, 0.40], **f64)),
+            dict(boxes=torch.tensor([[34, 34, 74, 74], [60, 60, 95, 95], [10, 10, 40, 40]], **f64),
+                 labels=torch.tensor([1, 2, 2]), scores=torch.tensor([0.85, 0.55, 0.45], **f64)),
+            dict(boxes=torch.tensor([[42, 40, 90, 88], [40, 40, 90, 90]], **f64),
+                 labels=torch.tensor([2, 1]), scores=torch.tensor([0.90, 0.60], **f64))]
+    return gts, dets
 
 
-def check_precision_recall(answer) -> bool:
-    """answer(scores (D,), is_tp (D,) bool, num_gt, threshold) -> (precision, recall) of the detections scoring >= threshold."""
+def _tiny_kinds(iou_threshold: float) -> dict:
+    """{"d1": kind, ..., "d9": kind}: d1..d9 in decreasing score over the three images."""
+    gts, dets = _tiny_example()
+    kinds = detection_errors(dets, gts, iou_threshold)
+    pairs = [(float(s), ERROR_TYPES[int(k)]) for d, kk in zip(dets, kinds) for s, k in zip(d["scores"], kk)]
+    return {f"d{n + 1}": kind for n, (_, kind) in enumerate(sorted(pairs, reverse=True))}
+
+
+def check_tiny_kinds(answer) -> bool:
+    """answer() -> {"d1": kind, ..., "d9": kind} at IoU 0.75, each kind "TP", "Loc", "Cls" or "BG"."""
 
     def compare():
         need_function(answer)
-        for seed in (1101, 1102):
-            scores, is_tp, num_gt = _ranked_example(seed)
-            for threshold in (0.9, 0.5, 0.3, float(scores.min())):
-                kept = scores >= threshold  # (D,)
-                tp = int((is_tp & kept).sum())
-                expected = (tp / int(kept.sum()), tp / num_gt)
-                got = answer(scores.clone(), is_tp.clone(), num_gt, threshold)
-                assert got is not None and len(got) == 2, "return a pair (precision, recall)"
-                got = tuple(float(v) for v in got)
-                assert close(got[0], expected[0], 1e-9), (f"threshold {threshold:.4f}: precision should be "
-                                                          f"{expected[0]:.4f}, got {got[0]:.4f}")
-                assert close(got[1], expected[1], 1e-9), (f"threshold {threshold:.4f}: recall should be "
-                                                          f"{expected[1]:.4f}, got {got[1]:.4f}")
+        _refuse(answer, {"detection_errors", "error_curves", "_greedy_match", "box_iou", "match_detections",
+                         "class_detections"}, "work the kinds out by hand from the picture and the IoU table of section 2")
+        got = answer()
+        assert isinstance(got, dict), "return a dict {'d1': kind, ..., 'd9': kind}"
+        expected = _tiny_kinds(0.75)
+        missing = sorted(set(expected) - set(got))
+        assert not missing, f"give a kind for every detection; missing: {', '.join(missing)}"
+        unknown = sorted({str(v) for v in got.values()} - set(ERROR_TYPES))
+        assert not unknown, f"a kind is one of {', '.join(ERROR_TYPES)}; got {', '.join(unknown)}"
+        wrong = [name for name in expected if got[name] != expected[name]]
+        assert not wrong, (f"{', '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} not right; for an FP, "
+                           "ask in order: does it overlap an object of its own class (IoU >= 0.1), "
+                           "then one of another class?")
 
-    return run_check("precision and recall at a score threshold", compare)
+    return run_check("the kind of each detection at IoU 0.75", compare)
 
 
 # --------------------------------------------------------------------------- exercise 2
 
 
-def _blob_masks(num: int, size: int, g: torch.Generator) -> torch.Tensor:
-    """(num, size, size) bool: random rectangles and discs, some overlapping."""
-    ys = torch.arange(size, dtype=torch.float32)[:, None]  # (H, 1)
-    xs = torch.arange(size, dtype=torch.float32)[None, :]  # (1, W)
-    masks = []
-    for i in range(num):
-        cx, cy = (torch.rand(2, generator=g) * size).tolist()
-        r = float(3 + torch.rand(1, generator=g) * size / 3)
-        if i % 2:
-            masks.append((xs - cx) ** 2 + (ys - cy) ** 2 <= r ** 2)
-        else:
-            masks.append(((xs - cx).abs() <= r) & ((ys - cy).abs() <= 0.6 * r))
-    return torch.stack(masks)  # (num, H, W)
+ENVELOPE_LIST = [True, False, False, True]  # TP / FP of a class's ranked detections, best first
+ENVELOPE_OBJECTS = 3
+ENVELOPE_APPENDED = ([False, False], [False, False, True])  # appended below, at lower scores
 
 
-def _coco_mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> np.ndarray:
-    """pycocotools' mask IoU (what COCOeval's "segm" uses): (N, H, W), (M, H, W) -> (N, M)."""
-    from pycocotools import mask as mask_utils
-
-    from ..evaluate import masks_to_rle
-
-    rle1, rle2 = masks_to_rle(masks1), masks_to_rle(masks2)
-    return np.asarray(mask_utils.iou(rle1, rle2, [0] * len(rle2))).reshape(len(rle1), len(rle2))
+def _ap101(is_tp, num_gt: int) -> float:
+    """COCO's 101-point AP of one class's ranked TP flags (the transcription below)."""
+    is_tp = np.asarray(is_tp, dtype=bool)
+    tp = np.cumsum(is_tp)
+    return _coco_style_ap(tp / num_gt, tp / np.arange(1, len(tp) + 1), 101)
 
 
-def check_mask_iou(answer) -> bool:
-    """answer(masks1 (N, H, W) bool, masks2 (M, H, W) bool) -> (N, M) IoU, compared with pycocotools."""
+def check_envelope_ap(answer) -> bool:
+    """answer() -> (AP of the list, AP after appending two FPs, AP after appending FP, FP, TP)."""
 
     def compare():
         need_function(answer)
-        g = torch.Generator().manual_seed(1111)
-        masks1 = _blob_masks(5, 40, g)  # (5, 40, 40)
-        masks2 = torch.cat([_blob_masks(3, 40, g), masks1[1:2],  # an identical pair: IoU 1
-                            torch.zeros(1, 40, 40, dtype=torch.bool)])  # an empty mask: IoU 0
-        masks2 = torch.cat([masks2, masks1[3:4] & ~masks1[3:4].roll(5, dims=2)])  # a part of masks1[3]
-        for a, b in ((masks1, masks2), (masks2[:3], masks1)):
-            expected = torch.from_numpy(_coco_mask_iou(a, b))  # (N, M)
-            got = answer(a.clone(), b.clone())
-            assert got is not None, "your function returned None"
-            got = torch.as_tensor(got)
-            assert got.shape == expected.shape, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (N, M)"
-            assert not torch.isnan(got.double()).any(), "NaN in the result: an empty mask has IoU 0, not 0/0"
-            if not close(got, expected, 1e-6):
-                i, j = divmod(int((got.double() - expected).abs().argmax()), expected.shape[1])
-                raise AssertionError(f"pair ({i}, {j}): expected {float(expected[i, j]):.4f}, got {float(got[i, j]):.4f}")
+        _refuse(answer, {"interpolated_precision", "precision_recall", "envelope", "coco_precision", "error_curves",
+                         "_interpolated_precision", "my_ap", "interpolated_ap"},
+                "work the three APs out on paper, with the 101 recall points of section 2c")
+        got = answer()
+        assert isinstance(got, (tuple, list)) and len(got) == 3, "return three numbers: (before, + 2 FPs, + FP FP TP)"
+        expected = [_ap101(ENVELOPE_LIST, ENVELOPE_OBJECTS)] + [
+            _ap101(ENVELOPE_LIST + added, ENVELOPE_OBJECTS) for added in ENVELOPE_APPENDED]
+        for name, mine, ref in zip(("the list", "the list + 2 FPs", "the list + FP, FP, TP"), got, expected):
+            assert close(float(mine), ref, 1e-3), (f"{name}: AP {float(mine):.4f} is not right; count the recall points "
+                                                    "that read each envelope value")
 
-    return run_check("mask IoU of all pairs", compare)
+    return run_check("AP after appending low-scored detections", compare)
 
 
 # --------------------------------------------------------------------------- exercise 3
@@ -130,13 +145,13 @@ def _voc_all_points_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
-def _pr_cases():
+def _pr_cases(seed: int = 1121, visible: bool = True):
     """(name, recall, precision) lists of one class, in rank order, with the edge cases that matter."""
     cases = [("the notebook's squares at IoU 0.5", np.array([1, 2, 2, 2, 3]) / 3, np.array([1, 1, 2 / 3, 0.5, 0.6])),
              ("a class with objects but no detections", np.zeros(0), np.zeros(0)),
-             ("recall never reaching 1", np.array([0.25, 0.25, 0.5]), np.array([1.0, 0.5, 2 / 3]))]
-    rng = np.random.default_rng(1121)
-    for num_gt in (7, 40):
+             ("recall never reaching 1", np.array([0.25, 0.25, 0.5]), np.array([1.0, 0.5, 2 / 3]))] if visible else []
+    rng = np.random.default_rng(seed)
+    for num_gt in ((7, 40) if visible else (3, 13, 101)):
         is_tp = rng.random(60) < 0.45  # (D,)
         is_tp[: num_gt // 3] = True
         tp = np.cumsum(is_tp)[: min(60, 4 * num_gt)]
@@ -146,12 +161,12 @@ def _pr_cases():
     return cases
 
 
-def check_ap(answer) -> bool:
+def check_ap(answer, hidden=False) -> bool:
     """answer(recall (D,), precision (D,), num_points) -> AP: 101 = COCO, 11 = VOC 2007, None = VOC 2010+ all points."""
 
     def compare():
         need_function(answer)
-        for name, recall, precision in _pr_cases():
+        for name, recall, precision in (_pr_cases(seed=1122, visible=False) if hidden else _pr_cases()):
             for num_points in (101, 11, None):
                 expected = (_voc_all_points_ap(recall, precision) if num_points is None
                             else _coco_style_ap(recall, precision, num_points))
@@ -160,4 +175,52 @@ def check_ap(answer) -> bool:
                 kind = {101: "COCO 101-point", 11: "VOC 2007 11-point", None: "VOC all-points"}[num_points]
                 assert close(float(got), expected, 1e-9), f"{name}, {kind}: expected {expected:.4f}, got {float(got):.4f}"
 
-    return run_check("interpolated AP (101, 11 and all points)", compare)
+    return run_check("interpolated AP (101, 11 and all points)", compare, hidden=hidden)
+
+
+# --------------------------------------------------------------------------- exercise 4
+
+
+def _kinds_cases(seed: int, num_images: int = 4):
+    """Images of clustered detections in shuffled order: (ious (D, G), scores (D,), det_labels, gt_labels, t, expected)."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for i in range(num_images):
+        num_gt = 2 + i % 3
+        xy = torch.rand(num_gt, 2, generator=g) * 60  # (G, 2)
+        gt_boxes = torch.cat([xy, xy + 15 + torch.rand(num_gt, 2, generator=g) * 25], dim=1)  # (G, 4)
+        gt_labels = 1 + torch.randint(0, 3, (num_gt,), generator=g)  # (G,)
+        near = torch.randint(0, num_gt, (4 * num_gt,), generator=g)  # (D,) the object each detection is near
+        det_boxes = gt_boxes[near] + torch.randn(len(near), 4, generator=g) * 5  # (D, 4)
+        det_boxes[:, 2:] = torch.maximum(det_boxes[:, 2:], det_boxes[:, :2] + 2)
+        det_boxes[-1] = torch.tensor([95.0, 95.0, 110.0, 110.0])  # off every object: background
+        det_labels = torch.where(torch.rand(len(near), generator=g) < 0.7, gt_labels[near],
+                                 1 + torch.randint(0, 3, (len(near),), generator=g))  # (D,) mostly right
+        scores = torch.rand(len(near), generator=g, dtype=torch.float64)  # (D,) in no order
+        t = (0.5, 0.75)[i % 2]
+        expected = detection_errors([dict(boxes=det_boxes, labels=det_labels, scores=scores)],
+                                    [dict(boxes=gt_boxes, labels=gt_labels)], t)[0]  # (D,)
+        cases.append((box_iou(det_boxes.double(), gt_boxes.double()), scores, det_labels, gt_labels, t, expected))
+    return cases
+
+
+def check_error_kinds(answer, hidden=False) -> bool:
+    """answer(ious (D, G), scores (D,), det_labels (D,), gt_labels (G,), t, low=0.1) -> (D,) codes 0 TP 1 Loc 2 Cls 3 BG."""
+
+    def compare():
+        need_function(answer)
+        _refuse(answer, {"detection_errors", "_greedy_match", "error_curves"},
+                "fix the function above; the library's detection_errors is what it is compared with")
+        for n, (ious, scores, det_labels, gt_labels, t, expected) in enumerate(
+                _kinds_cases(1142 if hidden else 1141)):
+            got = answer(ious.clone(), scores.clone(), det_labels.clone(), gt_labels.clone(), t)
+            assert got is not None, "your function returned None"
+            got = torch.as_tensor(got).to(torch.int64)
+            assert got.shape == expected.shape, f"image {n}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+            bad = (got != expected).nonzero().flatten().tolist()
+            assert not bad, (f"image {n} ({len(scores)} detections, t = {t}): detection {bad[0]} (score "
+                             f"{float(scores[bad[0]]):.3f}) should be {ERROR_TYPES[int(expected[bad[0]])]}, "
+                             f"got {ERROR_TYPES[int(got[bad[0]])] if 0 <= int(got[bad[0]]) < 4 else int(got[bad[0]])}"
+                             f" ({len(bad)} wrong)")
+
+    return run_check("the kind of each detection of an image", compare, hidden=hidden)

@@ -7,46 +7,57 @@ plausible mistake that the check must reject.
 import numpy as np
 import torch
 
-from mrcnn_teach.exercises.nb11 import check_ap, check_mask_iou, check_precision_recall
+from mrcnn_teach.exercises.nb11 import check_ap, check_envelope_ap, check_error_kinds, check_tiny_kinds
 
 
 # Exercise 1 -------------------------------------------------------------------------------------
-def precision_recall_at(scores: torch.Tensor, is_tp: torch.Tensor, num_gt: int, threshold: float):
-    """Precision and recall of the detections a deployed model keeps: those scoring >= threshold."""
-    kept = scores >= threshold  # (D,) bool; ">=": a detection scoring exactly the threshold is kept
-    tp = int((is_tp & kept).sum())  # true positives among the kept
-    return tp / int(kept.sum()), tp / num_gt  # precision over what we report, recall over what exists
+def tiny_kinds():
+    """The kinds at IoU 0.75, read off the picture and the table of section 2 (IoUs worked out by hand)."""
+    return {
+        "d1": "TP",   # square A, IoU 0.91
+        "d2": "TP",   # the circle of image 2, IoU 0.92
+        "d3": "Loc",  # the square of image 1 at IoU 0.68: found, placed too loosely for 0.75
+        "d4": "Loc",  # IoU 0.90 with square A, which d1 already claimed: a duplicate
+        "d5": "TP",   # the circle of image 0, IoU 0.81
+        "d6": "Cls",  # no square in image 2, but it covers the circle exactly (IoU 1): a confusion
+        "d7": "BG",   # circle (60..95)^2 in image 1: IoU 0 with the circle, 10*10 / (35^2 + 40^2 - 100) = 0.037 with the square
+        "d8": "Loc",  # the circle of image 1 at IoU 0.53
+        "d9": "TP",   # square B, IoU 0.78
+    }
 
 
-def precision_recall_strict(scores, is_tp, num_gt, threshold):
-    """Wrong: '>' drops the detections that score exactly the threshold."""
-    kept = scores > threshold
-    tp = int((is_tp & kept).sum())
-    return tp / max(int(kept.sum()), 1), tp / num_gt
+def tiny_kinds_duplicate_is_tp():
+    """Wrong: d4 overlaps square A at 0.90 >= 0.75, but d1 claimed A first."""
+    return dict(tiny_kinds(), d4="TP")
 
 
-def precision_recall_swapped(scores, is_tp, num_gt, threshold):
-    """Wrong: recall divided by the kept detections, precision by the objects."""
-    kept = scores >= threshold
-    tp = int((is_tp & kept).sum())
-    return tp / num_gt, tp / int(kept.sum())
+def tiny_kinds_touching_is_cls():
+    """Wrong: d7 touches the square of image 1, but at IoU 0.037 < 0.1 that is background."""
+    return dict(tiny_kinds(), d7="Cls")
 
 
 # Exercise 2 -------------------------------------------------------------------------------------
-def mask_iou(masks1: torch.Tensor, masks2: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of binary masks: (N, H, W), (M, H, W) -> (N, M), without a loop."""
-    a = masks1.flatten(1).double()  # (N, H*W) 0/1
-    b = masks2.flatten(1).double()  # (M, H*W)
-    inter = a @ b.T  # (N, M) pixels in both: a dot product of 0/1 vectors counts the common 1s
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter  # (N, M) |A| + |B| - |A and B|
-    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))  # (N, M) 0 for empty/empty
+def envelope_ap():
+    """3 objects, ranked TP FP FP TP. Recall 1/3 at rank 1 (precision 1), 2/3 at rank 4 (precision 1/2).
+
+    The list: points 0..0.33 (34) read 1, points 0.34..0.66 (33) read 1/2, 0.67..1 (34) are never reached.
+    + 2 FPs: the ranks above keep their precision, no recall is added, the envelope there is still 1/2.
+    + FP FP TP: recall 1 at rank 7 with precision 3/7; the 34 points 0.67..1 now read 3/7 instead of 0.
+    """
+    before = (34 * 1.0 + 33 * 0.5) / 101
+    return before, before, (34 * 1.0 + 33 * 0.5 + 34 * 3 / 7) / 101
 
 
-def mask_iou_no_subtract(masks1, masks2):
-    """Wrong: the union forgets to subtract the intersection (counts common pixels twice)."""
-    a, b = masks1.flatten(1).double(), masks2.flatten(1).double()
-    inter = a @ b.T
-    return inter / (a.sum(1)[:, None] + b.sum(1)[None, :]).clamp(min=1)
+def envelope_ap_fps_lower():
+    """Wrong: two more false positives 'lower the precision', so AP drops (the envelope never reads them)."""
+    before = (34 * 1.0 + 33 * 0.5) / 101
+    return before, (34 * 1.0 + 33 * 2 / 6) / 101, (34 * 1.0 + 33 * 0.5 + 34 * 3 / 7) / 101
+
+
+def envelope_ap_raw_precision():
+    """Wrong: reads the raw precision at each point (rank 4 still 1/2, but rank 7's 3/7 is right), and
+    the list before counts the unreached points 0.67..1 at the last precision instead of 0."""
+    return (34 * 1.0 + 67 * 0.5) / 101, (34 * 1.0 + 67 * 0.5) / 101, (34 * 1.0 + 33 * 0.5 + 34 * 3 / 7) / 101
 
 
 # Exercise 3 -------------------------------------------------------------------------------------
@@ -91,16 +102,71 @@ def ap_search_right(recall, precision, num_points=101):
     return float(np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0).mean())
 
 
+# Exercise 4 -------------------------------------------------------------------------------------
+def buggy_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
+    """The notebook's buggy copy (kept here so WRONG can show the check rejects it)."""
+    num_det, num_gt = ious.shape
+    same = det_labels[:, None] == gt_labels[None, :]  # (D, G)
+    claimed = torch.zeros(num_gt, dtype=torch.bool)  # (G,)
+    tp = torch.zeros(num_det, dtype=torch.bool)  # (D,)
+    for d in range(num_det if num_gt else 0):
+        free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
+        if free.max() >= t:
+            g = int(free.argmax())
+            claimed[g] = tp[d] = True
+    zero = torch.zeros_like(ious)  # (D, G)
+    best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    best_other = torch.where(same, zero, ious).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    kinds = torch.full((num_det,), 3, dtype=torch.int64)  # (D,) BG
+    kinds[best_other >= low] = 2
+    kinds[best_same >= low] = 1
+    kinds[tp] = 0
+    return kinds
+
+
+def error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
+    """Kind of each detection of one image: 0 TP, 1 Loc, 2 Cls, 3 BG. The fix: match in score order."""
+    num_det, num_gt = ious.shape
+    same = det_labels[:, None] == gt_labels[None, :]  # (D, G)
+    claimed = torch.zeros(num_gt, dtype=torch.bool)  # (G,)
+    tp = torch.zeros(num_det, dtype=torch.bool)  # (D,)
+    for d in torch.argsort(-scores, stable=True).tolist() if num_gt else []:  # the best score picks first
+        free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
+        if free.max() >= t:
+            g = int(free.argmax())
+            claimed[g] = tp[d] = True
+    zero = torch.zeros_like(ious)  # (D, G)
+    best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    best_other = torch.where(same, zero, ious).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
+    kinds = torch.full((num_det,), 3, dtype=torch.int64)  # (D,) BG
+    kinds[best_other >= low] = 2
+    kinds[best_same >= low] = 1
+    kinds[tp] = 0
+    return kinds
+
+
+def error_kinds_class_blind(ious, scores, det_labels, gt_labels, t, low=0.1):
+    """Wrong: sorted, but Loc looks at objects of any class, so every confusion is called Loc."""
+    kinds = error_kinds(ious, scores, det_labels, gt_labels, t, low)
+    if ious.shape[1]:
+        kinds[(kinds == 2) & (ious.amax(dim=1) >= low)] = 1
+    return kinds
+
+
 CHECKS = [
-    (check_precision_recall, precision_recall_at),
-    (check_mask_iou, mask_iou),
+    (check_tiny_kinds, tiny_kinds),
+    (check_envelope_ap, envelope_ap),
     (check_ap, interpolated_ap),
+    (check_error_kinds, error_kinds),
 ]
 
 WRONG = [
-    (check_precision_recall, precision_recall_strict),
-    (check_precision_recall, precision_recall_swapped),
-    (check_mask_iou, mask_iou_no_subtract),
+    (check_tiny_kinds, tiny_kinds_duplicate_is_tp),
+    (check_tiny_kinds, tiny_kinds_touching_is_cls),
+    (check_envelope_ap, envelope_ap_fps_lower),
+    (check_envelope_ap, envelope_ap_raw_precision),
     (check_ap, ap_without_envelope),
     (check_ap, ap_search_right),
+    (check_error_kinds, buggy_error_kinds),
+    (check_error_kinds, error_kinds_class_blind),
 ]
