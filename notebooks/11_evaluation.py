@@ -204,7 +204,7 @@ tiny_gts = [  # per image: boxes (G, 4) x1 y1 x2 y2, labels (G,)
     dict(boxes=torch.tensor([[30, 30, 70, 70], [5, 5, 35, 35]], **f64), labels=torch.tensor([1, 2])),
     dict(boxes=torch.tensor([[40, 40, 90, 90]], **f64), labels=torch.tensor([2])),
 ]
-tiny_dets = [  # per image: boxes (D, 4), labels (D,), scores (D,), in no particular order
+tiny_dets = [  # per image: boxes (D, 4), labels (D,), scores (D,); best score first within each image, as the model returns them
     dict(boxes=torch.tensor([[12, 10, 50, 52], [11, 12, 49, 50], [20, 58, 60, 90], [55, 15, 95, 55]], **f64),
          labels=torch.tensor([1, 1, 2, 1]), scores=torch.tensor([0.95, 0.80, 0.70, 0.40], **f64)),
     dict(boxes=torch.tensor([[34, 34, 74, 74], [60, 60, 95, 95], [10, 10, 40, 40]], **f64),
@@ -221,7 +221,8 @@ for i, (gt, det) in enumerate(zip(tiny_gts, tiny_dets)):
 # %% [markdown]
 # In the picture, dashed boxes are the objects and solid ones the detections, coloured by class
 # (square orange, circle green, the colours every notebook uses). Each detection is tagged with its name
-# and score.
+# and score. The objects are drawn on top, so that a detection with exactly an object's box (d6 in
+# image 2) does not hide the object's dashed outline.
 
 # %%
 all_scores = torch.cat([d["scores"] for d in tiny_dets])  # (9,)
@@ -229,7 +230,7 @@ rank_of = {s: n + 1 for n, s in enumerate(sorted(all_scores.tolist(), reverse=Tr
 fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
 for i, (ax, gt, det) in enumerate(zip(axes, tiny_gts, tiny_dets)):
     for box, label in zip(gt["boxes"], gt["labels"].tolist()):
-        draw_box(ax, box, color=class_color(label), linestyle="--", linewidth=2.5)
+        draw_box(ax, box, color=class_color(label), linestyle="--", linewidth=2.5, zorder=3)  # on top of the detections
     tagged = []  # bottom-left corners already tagged in this image
     for box, label, score in zip(det["boxes"], det["labels"].tolist(), det["scores"].tolist()):
         draw_box(ax, box, color=class_color(label), linewidth=1.2)
@@ -645,8 +646,8 @@ for det, tgt in zip(detections, targets):
 # %% [markdown]
 # ## 5. Our by-hand AP on the same detections
 #
-# The function from section 2 should give COCOeval's numbers on the model's 1000-odd detections too,
-# for boxes and for masks. We run COCOeval ourselves as well, through the library's
+# The function from section 2 should give COCOeval's numbers on the model's detections too (760 in our
+# run, the count printed above), for boxes and for masks. We run COCOeval ourselves as well, through the library's
 # `dataset_to_coco` and `predictions_to_coco`, so that we can compare the whole precision arrays. We
 # expect the AP, AP50 and AP75 of the table above and a largest difference near machine precision.
 
@@ -807,7 +808,7 @@ print("COCOeval's -1 for APl:", [float(e.stats[5]) for e in coco_evals.values()]
 # the **highest-scoring detection of any class** whose box IoU with the object is at least 0.5, and
 # record its class, or "missed" if there is none. All detections down to the model's score threshold
 # of 0.05 take part. The diagonal counts objects whose best detection has the right class. Off the
-# diagonal are class mix-ups, and the last column holds objects that no detection covers at all.
+# diagonal are class mix-ups, and the last column holds objects that no detection covers with box IoU >= 0.5.
 
 # %%
 names = [model.class_names[c] for c in classes]
@@ -912,7 +913,7 @@ print(f"squares called circles: {confused[1, 0]}, circles called squares: {confu
 # confusions (COCO splits them into Sim, a class of the same supercategory, and Oth; our shapes have no
 # supercategories). **BG** drops every remaining false positive, and **FN** pretends every missed
 # object was found, so its AP is 1. The area between two curves is the AP that kind costs.
-# `evaluate.error_curves` draws them, from `detection_errors` at IoU 0.75, 0.5 and 0.1.
+# `evaluate.error_curves` computes them, from `detection_errors` at IoU 0.75, 0.5 and 0.1.
 
 # %%
 # colours of the error kinds, not of the classes (the class colours of visualize.py are orange, green, red)
@@ -944,9 +945,10 @@ print(f"{model.class_names[worst_c]}s, the lowest box AP50 ({a['C50']:.3f}): loo
 # Read the square panel with the sentence printed under it. In our run loose boxes (cyan) and
 # confusions (olive) cost the squares about the same and make up nearly all of the gap to 1;
 # background detections and duplicates (purple) cost little, and no object is missed outright at IoU
-# 0.1 (the FN band is empty). The olive band is the row "square" of the confusion counts above:
-# detections labelled square on circles and triangles, ranked among the true squares. Compare those
-# counts with the picture of section 9: at score $\ge 0.5$ more circles are called squares than squares
+# 0.1 (the FN band is empty). The olive band comes from the 166 Cls detections labelled square (the
+# table at the start of this section): detections labelled square on circles and triangles, ranked
+# among the true squares. The 39 of them scoring $\ge 0.5$ are the row "square" of the confusion counts
+# above. Compare those counts with the picture of section 9: at score $\ge 0.5$ more circles are called squares than squares
 # circles, yet an object's *best* detection is rarely such a mix-up. A square label on a circle
 # usually scores below the circle detection on the same object, so it never shows as that object's
 # best, and it still costs square AP, because square AP ranks it against the true squares only.
@@ -1005,8 +1007,8 @@ plt.show()
 # %% [markdown]
 # The mask histogram sits to the left of the box histogram, and mask AP75 falls further below mask AP50
 # than box AP75 below box AP50. That alone does not show that the masks are placed worse than the boxes,
-# because box IoU and mask IoU are on different scales: the one 5-px shift of case A in section 1 gave
-# box IoU 0.63 and mask IoU 0.51 (printed there). A mask IoU sits below the box IoU of the same
+# because box IoU and mask IoU are on different scales: the shift of case A in section 1 (5 px right,
+# 4 px down) gave box IoU 0.63 and mask IoU 0.51 (printed there). A mask IoU sits below the box IoU of the same
 # placement and drops under 0.75 sooner, so part of the gap, maybe all of it, is the scale.
 #
 # The worst mask among well-placed boxes makes section 1's point on real data. Among the objects whose
@@ -1047,7 +1049,7 @@ plt.show()
 #
 # - IoU is intersection over union, of boxes for box AP and of pixel masks for mask AP, the paper's
 #   headline metric. A perfect box can hold a poor mask: two opposite triangles in one box have box IoU
-#   1 and mask IoU 1/3.
+#   1 and mask IoU 1/3 (ideally; on the pixel grid section 1 measured 0.94 and 0.33).
 # - COCO AP for one class and one IoU threshold: sort by score, match greedily (each detection claims
 #   the best free object with IoU ≥ t, and a duplicate is an FP), cumulative TP/FP, precision and recall,
 #   the envelope (running maximum from the right), and the mean of the envelope at the 101 recall
@@ -1077,7 +1079,8 @@ plt.show()
 # ### Exercise 1 — Predict · about 10 min: the kind of every detection of the tiny example
 #
 # Go back to the nine detections of section 2 (the picture and the table of 2a). At IoU threshold
-# $t = 0.75$, give each of d1..d9 its kind of section 10: "TP", "Loc", "Cls" or "BG". Work it out by
+# $t = 0.75$, give each of d1..d9 its kind of section 10: "TP", "Loc", "Cls" or "BG", and return them as
+# a dict `{"d1": kind, ..., "d9": kind}` (each kind one of those four strings). Work it out by
 # hand: the table gives each detection's best IoU with its own class; for the others, read the boxes
 # off the listing of section 2 and work out the IoU you need. Don't call the library's
 # `detection_errors` (or `box_iou`, `match_detections`): the check refuses them. Then say which of the
@@ -1088,6 +1091,7 @@ plt.show()
 
 # %%
 def my_tiny_kinds():
+    """-> {"d1": kind, ..., "d9": kind} at IoU 0.75, each kind "TP", "Loc", "Cls" or "BG"."""
     raise NotImplementedError  # your code here
 
 
@@ -1101,9 +1105,9 @@ check_tiny_kinds(my_tiny_kinds);
 #
 # A class has 3 objects, and its ranked detections are TP, FP, FP, TP (best score first). Work out on
 # paper COCO's 101-point AP of this list (section 2c), then the AP after appending, below them, (a) two
-# false positives, and (b) FP, FP, TP. Return the three numbers (before, after (a), after (b)). Which
-# of the three bullet points of section 6 makes (a) equal to the list before? Could any list of
-# appended detections make the AP smaller?
+# false positives, and (b) FP, FP, TP. Return the three numbers (before, after (a), after (b)). Use the
+# three bullet points of section 6 ("AP against the score threshold") to explain why (a) leaves the AP
+# unchanged and (b) raises it. Could any list of appended detections make the AP smaller?
 #
 # *Hint:* write down recall and precision after each rank, then the envelope, and count how many of the
 # 101 recall points (0, 0.01, ..., 1) fall on each envelope value; points never reached read 0.
@@ -1122,9 +1126,12 @@ check_envelope_ap(my_envelope_ap);
 # Write `my_ap(recall, precision, num_points)` for one class's `recall` and `precision` after each ranked
 # detection (1-D numpy arrays, possibly empty: a class with objects but no detections has AP 0). With
 # `num_points = 101` it must give COCO's AP (section 2c). With `num_points = 11` it must give PASCAL VOC
-# 2007's AP, the same idea at recall 0, 0.1, ..., 1. With `num_points = None` it must give the VOC 2010+
-# "all points" AP, the exact area under the envelope: the sum over the recall steps of (recall gained) ×
-# (envelope there). Compare the three on the squares of section 2: which one is the largest, and why?
+# 2007's AP, the same idea at recall 0, 0.1, ..., 1. These two are section 2's `envelope` and
+# `interpolated_precision` with the recall points made a parameter, so the check refuses those helpers
+# (and `precision_recall`, `coco_precision`): write the envelope and its reading yourself. What is new
+# is `num_points = None`, the VOC 2010+ "all points" AP, the exact area under the envelope: the sum over
+# the recall steps of (recall gained) × (envelope there). Compare the three on the squares of section 2:
+# which one is the largest, and why?
 #
 # *Hint:* the envelope is the same for all three; only where it is read differs. For "all points", a
 # false positive gains no recall, so it adds nothing.
@@ -1160,7 +1167,7 @@ def buggy_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
     for d in range(num_det if num_gt else 0):  # greedy matching: each detection claims the best free object
         free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
         if free.max() >= t:
-            g = int(free.argmax())
+            g = num_gt - 1 - int(free.flip(0).argmax())  # the best free object, the last one on a tie
             claimed[g] = tp[d] = True
     zero = torch.zeros_like(ious)  # (D, G)
     best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)

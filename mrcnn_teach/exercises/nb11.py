@@ -166,6 +166,9 @@ def check_ap(answer, hidden=False) -> bool:
 
     def compare():
         need_function(answer)
+        _refuse(answer, {"interpolated_precision", "envelope", "precision_recall", "coco_precision", "class_detections",
+                         "_interpolated_precision", "error_curves"},
+                "section 2's helpers already read the envelope at 101 points; write the envelope and its reading yourself")
         for name, recall, precision in (_pr_cases(seed=1122, visible=False) if hidden else _pr_cases()):
             for num_points in (101, 11, None):
                 expected = (_voc_all_points_ap(recall, precision) if num_points is None

@@ -102,6 +102,23 @@ def ap_search_right(recall, precision, num_points=101):
     return float(np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0).mean())
 
 
+def interpolated_precision(recall, precision):
+    """Section 2c's helper, as the notebook defines it: the envelope read at the 101 recall points."""
+    env = np.maximum.accumulate(precision[::-1])[::-1]  # (D,)
+    first = np.searchsorted(recall, np.linspace(0.0, 1.0, 101), side="left")  # (101,)
+    reached = first < len(recall)  # (101,)
+    q = np.zeros(101)  # (101,)
+    q[reached] = env[first[reached]]
+    return q
+
+
+def ap_reusing_section_2(recall, precision, num_points=101):
+    """Wrong (refused by the check): the 101-point case is section 2c's interpolated_precision, not new work."""
+    if num_points == 101:
+        return float(interpolated_precision(recall, precision).mean())
+    return interpolated_ap(recall, precision, num_points)
+
+
 # Exercise 4 -------------------------------------------------------------------------------------
 def buggy_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
     """The notebook's buggy copy (kept here so WRONG can show the check rejects it)."""
@@ -112,7 +129,7 @@ def buggy_error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
     for d in range(num_det if num_gt else 0):
         free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
         if free.max() >= t:
-            g = int(free.argmax())
+            g = num_gt - 1 - int(free.flip(0).argmax())  # the best free object, the last one on a tie
             claimed[g] = tp[d] = True
     zero = torch.zeros_like(ious)  # (D, G)
     best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
@@ -133,7 +150,7 @@ def error_kinds(ious, scores, det_labels, gt_labels, t, low=0.1):
     for d in torch.argsort(-scores, stable=True).tolist() if num_gt else []:  # the best score picks first
         free = torch.where(same[d] & ~claimed, ious[d], torch.full_like(ious[d], -1.0))  # (G,)
         if free.max() >= t:
-            g = int(free.argmax())
+            g = num_gt - 1 - int(free.flip(0).argmax())  # the best free object, the last one on a tie
             claimed[g] = tp[d] = True
     zero = torch.zeros_like(ious)  # (D, G)
     best_same = torch.where(same, ious, zero).amax(dim=1) if num_gt else zero.sum(1)  # (D,)
@@ -167,6 +184,7 @@ WRONG = [
     (check_envelope_ap, envelope_ap_raw_precision),
     (check_ap, ap_without_envelope),
     (check_ap, ap_search_right),
+    (check_ap, ap_reusing_section_2),
     (check_error_kinds, buggy_error_kinds),
     (check_error_kinds, error_kinds_class_blind),
 ]
