@@ -70,14 +70,15 @@ from mrcnn_teach.visualize import draw_instances
 # %% [markdown]
 # ## 1. Figure 1 as a constructor
 #
-# The paper's Figure 1 (He et al. 2017, Sec. 3) shows Mask R-CNN as an image, a convolutional network,
-# RoIAlign on each region, and then two branches side by side: one gives the class and the box, and a small
-# FCN gives the mask. The regions come from a Region Proposal Network that reads the same features
-# (Faster R-CNN, Ren et al. 2015, Sec. 3). With FPN, the "convolutional network" is a ResNet plus a
-# feature pyramid (Lin et al. 2017). `MaskRCNN` is that figure as an `nn.Module`. It gets its four
-# parts as constructor arguments: `transform`, `backbone`, `rpn` and `roi_heads`. Its `forward` calls
-# them in that order, and in eval mode it then maps the detections back onto the caller's images. The
-# module docstring draws the data flow. Read `forward` against it: each line is one box of the figure.
+# The paper's Figure 1 (He et al. 2017; the architecture is described in Sec. 3) shows Mask R-CNN as an
+# image, a convolutional network, RoIAlign on each region, and then two branches side by side: one gives
+# the class and the box, and a small FCN gives the mask. The regions come from a Region Proposal Network
+# that reads the same features (Faster R-CNN, Ren et al. 2015, Sec. 3). With FPN, the "convolutional
+# network" is a ResNet plus a feature pyramid (Lin et al. 2017). `MaskRCNN` is that figure as an
+# `nn.Module`. It gets its four parts as constructor arguments: `transform`, `backbone`, `rpn` and
+# `roi_heads`. Its `forward` calls them in that order, and in eval mode it then maps the detections back
+# onto the caller's images. The module docstring draws the data flow. Read `forward` against it: each
+# line is one box of the figure.
 
 # %%
 show_source(maskrcnn_module)
@@ -132,8 +133,8 @@ show_source(configs.get_config, configs.build_maskrcnn, configs.build_from_confi
 # (18 layers); GroupNorm instead of frozen BN, because there are no pretrained statistics to freeze
 # (notebook 01); a narrower FPN; 4 classes; 128-pixel images, with anchors fitted to the shapes' boxes
 # (three sizes per level, square only; notebook 03); fewer proposals and sampled RoIs; and narrow heads
-# with GroupNorm. Both use the `mixed` kernels, the fastest set (section 6). The cell prints every key
-# where the two configs differ.
+# with GroupNorm. Both use the `mixed` kernels, the fastest of the three kernel sets for a `shapes_tiny`
+# training step on a CPU (section 6). The cell prints every key where the two configs differ.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -204,9 +205,9 @@ print("ours, resnet50_fpn:       ", type(r50.backbone.body.stem.bn1).__name__)
 # %% [markdown]
 # **Common mistake: "the RPN keeps 1000 proposals in training and 300 at test time".** Those are the
 # numbers of the C4 model, not of a model with FPN. At test time Mask R-CNN keeps 300 proposals with the
-# C4 backbone and 1000 with FPN (paper, Sec. 3.1, "Inference"). In training, torchvision, following
-# Detectron, keeps 2000 per image. Put the 1000/300 into the config and compare it with torchvision
-# again; two settings now disagree:
+# C4 backbone and 1000 with FPN (paper, Sec. 3.1, "Inference"). In training, torchvision keeps 2000 per
+# image, as Detectron2 does (with FPN, the original Detectron applied its 2000 to the whole batch). Put
+# the 1000/300 into the config and compare it with torchvision again; two settings now disagree:
 
 # %%
 c4_cfg = get_config("resnet50_fpn", rpn_post_nms_top_n_train=1000, rpn_post_nms_top_n_test=300)
@@ -358,9 +359,10 @@ for label, score, iou, g in zip(outputs[1]["labels"][shown], outputs[1]["scores"
 # "square" box around the circle is a second guess on the circle: it overlaps the circle's box well
 # (IoU above 0.5) under the wrong class. NMS runs per class, so the circle's own, better detection does
 # not suppress it (notebook 06); section 8 counts such second guesses. The "triangle" at the bottom
-# is the right class in the wrong place: the crop cut that triangle to its top rows, and its box
-# reaches up into the square above it (IoU below 0.5 with the triangle's visible pixels). The
-# contract says nothing about how good the detections are; notebooks 10 and 11 measure that.
+# is the right class in the wrong place: the crop left only that triangle's top rows (y 91 to 100), and
+# its box (y about 83 to 100) is about twice as tall as that, reaching up over the square's box, so its
+# IoU with the triangle's visible pixels is 0.40 (the table above). The contract says nothing about how
+# good the detections are; notebooks 10 and 11 measure that.
 
 # %% [markdown]
 # Inputs that break the contract are refused at the door, with a message that names the image and the
@@ -581,7 +583,7 @@ assert len(converted) == len(tv_state)
 #    the CPU time low, and a low score threshold (0.01) leaves enough detections to compare. The
 #    keyword names are the same in both libraries, so one dict serves both.
 # 2. **BatchNorm statistics.** A fresh BatchNorm has running mean 0 and variance 1, which is the
-#    identity. Through 50 layers the activations then grow without bound, and every box ends up
+#    identity. Through 50 layers the activations then grow by orders of magnitude, and every box ends up
 #    regressed to the image border. One train-mode pass over random images with `momentum=None` sets
 #    the running statistics to that batch's, as a trained network would have them.
 # 3. **Confident classes.** Random weights give every one of the 91 classes a score near 1/91. The
@@ -678,7 +680,7 @@ assert dets64["masks"].shape == tv_dets["masks"].shape == (20, 1, 203, 287)
 # %% [markdown]
 # The largest absolute difference at each stage. The project's test allows 1e-6 for the features, the
 # proposals, the boxes and the scores, and 1e-5 for the pasted masks; the labels must be equal. We
-# expect differences at the level of float64 round-off (1e-13 or less) or exactly 0, because both
+# expect differences at the level of float64 round-off (about 1e-12 or less) or exactly 0, because both
 # models do the same arithmetic in nearly the same order. The masks are the exception, at about 1e-6:
 # our pasting (`masks.paste_masks_in_image`) computes its interpolation weights in float32 even in a
 # float64 model, which is well inside the test's 1e-5 for probabilities. The picture after the numbers
@@ -731,7 +733,9 @@ plt.show()
 # - `teaching`: `nms.py` and `roi_ops.py`, the from-scratch code these notebooks read;
 # - `torchvision`: torchvision's compiled C++/CUDA kernels;
 # - `mixed`: torchvision's NMS with our fast separable RoIAlign (`roi_align_fast.py`, notebook 05,
-#   section 10). This is the fastest pair for training on a CPU, and the `shapes_tiny` default.
+#   section 10). For a `shapes_tiny` training step on a CPU it is the fastest of the three
+#   (`benchmarks/step_time.py`: 0.56x torchvision's time, teaching 0.63x), and it is the default
+#   of both configs.
 
 # %%
 show_source(kernels)
@@ -766,6 +770,16 @@ for name in ("torchvision", "mixed"):
 print("detections per image:", [len(r["boxes"]) for r in results["teaching"]])
 for name, s in seconds.items():
     print(f"{name:<12} {1000 * s:7.0f} ms for 8 images  ({s / seconds['mixed']:.1f}x mixed)")
+
+# %% [markdown]
+# In the saved run torchvision's kernels were the fastest here, ahead of `mixed`. That does not
+# contradict the choice of `mixed`: it was chosen by timing training steps, forward and backward
+# (`benchmarks/step_time.py`, and `benchmarks/roi_align_time.py` for RoIAlign alone, where the fast
+# form took 0.24x torchvision's time on the `shapes_tiny` box head's workload). This cell times
+# inference only, with no backward pass, and none of the benchmarks measures that for `shapes_tiny`.
+# For `resnet50_fpn` at 800 pixels, inference took 1.06x torchvision's time with `mixed` and 1.08x with
+# the compiled pair (`benchmarks/README.md`, run 4): a tie within that machine's run-to-run noise. So
+# for inference alone on a CPU, time both on your machine; the detections are the same either way.
 
 # %% [markdown]
 # ## 7. What changes on a GPU
@@ -814,7 +828,9 @@ assert out[0]["masks"].shape[1:] == (1, 128, 128) and out[0]["boxes"].device.typ
 # second guesses, the same shape once more under another class. NMS runs per class, so a "circle" box
 # does not suppress a "square" box on the same object (notebook 06). The cell after the picture counts,
 # over all eight images that section 6 ran and at both thresholds, the shapes found with the right class
-# (box IoU ≥ 0.5), the second guesses, and the detections that overlap no shape.
+# (box IoU ≥ 0.5), the second guesses, and the detections that overlap no shape. In image 5 the two
+# squares' boxes start at nearly the same corner, so the small square's caption hides the large one's:
+# the big box is the large square.
 
 # %%
 # README thumbnail
@@ -856,9 +872,9 @@ assert count(SHOWN)[2] <= count(0.5)[2]  # a higher threshold can only remove de
 
 # %% [markdown]
 # At 0.7 the second guesses are gone; what remains wrong are the shapes the model does not find. In the
-# saved run, one is the triangle of image 4, half hidden behind the large circle: its visible part gets
-# no detection (no mask covers its blue pixels). Occlusion is the hardest case for this small model
-# (notebook 10 collects its failures on 100 images, notebook 11 measures its AP).
+# saved run, one is the triangle of image 4, squeezed between and partly hidden by the two circles: its
+# visible part gets no detection (no mask covers its blue pixels). Occlusion is the hardest case for
+# this small model (notebook 10 collects its failures on 100 images, notebook 11 measures its AP).
 
 # %% [markdown]
 # ## Summary
@@ -878,7 +894,7 @@ assert count(SHOWN)[2] <= count(0.5)[2]  # a higher threshold can only remove de
 #   (12.8 M in its first fc layer); shapes_tiny has 13,147,911. Compute is elsewhere: the convs that
 #   slide over the image (body, FPN, RPN head) do most of it, fc1 little, and the small mask branch,
 #   run once per mask (the positive RoIs in training, the top 100 detections at test time), a lot.
-# - The resize floors each side: 203×287 becomes 256×361, not 362 (and 97×130 at 800 becomes 799×1072).
+# - The resize floors each side: 203×287 becomes 256×361, not 362.
 # - Loaded with torchvision's weights, our model gives the same FPN features, proposals and
 #   detections as torchvision's, at float64 round-off or exactly. An 81-class head cannot
 #   take torchvision's 91-class COCO weights, and 1000/300 proposals (the C4 model's) are not the FPN model's (2000/1000).
@@ -915,12 +931,12 @@ check_fpn_params(my_fpn_params);
 # ### Exercise 2 — Predict · about 10 min: the sizes inside the batch
 #
 # Write `my_image_sizes(sizes, min_size, max_size, size_divisible=32)`. It gets a list of the
-# caller's image sizes `(h, w)` and returns two things, as the model's transform computes them: the
-# size of each image after the resize, and the `(H, W)` of the padded batch. Work these out on paper
-# first, at 800/1333: a 480×640 and a 427×640 image in one batch; a 1000×3000 panorama; a small
-# 97×130 image. Use arithmetic only: the check refuses `ImageTransform`, `interpolate` and the model
-# in your answer, and tries sizes the notebook does not show. Then: how can a shorter side come out
-# as 799?
+# caller's image sizes `(h, w)` and returns `(sizes, batch_hw)`, as the model's transform computes them:
+# a list with one `(h', w')` tuple per image, its size after the resize, and one `(H, W)` tuple, the
+# size of the padded batch. Work these out on paper first, at 800/1333: a 500×375 (portrait) and a
+# 427×640 image in one batch; a 1000×3000 panorama; a small 97×130 image. Use arithmetic only: the
+# check refuses `ImageTransform`, `interpolate` and the model in your answer, and tries sizes the
+# notebook does not show. Then: how can a shorter side come out as 799?
 #
 # *Hint:* section 3 gives the one scale per image; section 5 says how `interpolate` turns it into a
 # size: `floor(side * scale)`, computed in floating point. Is `h * (800 / h)` always 800.0 in Python?
@@ -938,16 +954,20 @@ check_image_sizes(my_image_sizes);
 #
 # `build_maskrcnn("shapes_tiny", num_classes=7)` builds the small model for 6 object classes plus the
 # background. Write `my_predictor_shapes(num_classes, class_agnostic)`. It returns a dict with the
-# weight shapes of `roi_heads.box_predictor.cls_score`, `roi_heads.box_predictor.bbox_deltas` and
-# `roi_heads.mask_predictor.mask_logits`, under the keys `"cls_score"`, `"bbox_deltas"` and
-# `"mask_logits"`, for `build_maskrcnn("shapes_tiny", num_classes=num_classes,
-# class_agnostic_masks=class_agnostic)`. Work them out from the config (`representation_size`,
-# `mask_dim_reduced`) and notebooks 06–07: the check refuses `build_maskrcnn` and the predictors in your
-# answer (build one in a scratch cell afterwards to see for yourself), and tries class counts the
-# notebook does not show.
+# weight shapes of `roi_heads.box_predictor.cls_score`, `roi_heads.box_predictor.bbox_deltas`,
+# `roi_heads.mask_predictor.deconv` and `roi_heads.mask_predictor.mask_logits`, under the keys
+# `"cls_score"`, `"bbox_deltas"`, `"deconv"` and `"mask_logits"`, for `build_maskrcnn("shapes_tiny",
+# num_classes=num_classes, class_agnostic_masks=class_agnostic)`. `shapes_tiny` keeps torchvision's
+# `representation_size` of 1024 (so section 2's list of differences leaves it out), and its mask
+# head has `mask_head_channels=(32, 32, 32, 32)` and `mask_dim_reduced=32`.
+# `class_agnostic_masks=True` predicts one mask per RoI, shared by all classes, instead of one per class
+# (notebook 07, section 5). Work the shapes out from these numbers and notebooks 06–07: the check
+# refuses `build_maskrcnn` and the predictors in your answer (build one in a scratch cell afterwards to
+# see for yourself), and tries class counts the notebook does not show.
 #
-# *Hint:* an `nn.Linear` weight is `(out, in)`, a conv weight `(out, in, kh, kw)`. Does the background
-# get a column, four deltas, a mask?
+# *Hint:* an `nn.Linear` weight is `(out, in)`, a conv weight `(out, in, kh, kw)`, but a transposed
+# conv's (`nn.ConvTranspose2d`) is `(in, out, kh, kw)`. How large is the deconvolution's kernel
+# (notebook 07)? Does the background get a column, four deltas, a mask?
 
 # %%
 def my_predictor_shapes(num_classes, class_agnostic=False):
@@ -965,7 +985,8 @@ check_predictor_shapes(my_predictor_shapes);
 # It is right on the 128×128 and 192×192 images of section 3, and wrong on most others. Find the bug
 # and write the fixed `my_rescale_boxes(boxes, resized_size, original_size)`, without `resize_boxes`
 # or `postprocess` (the check refuses them). Then say how far off the buggy version puts the right edge
-# of section 5's 203×287 image, and why a test on square images would never have found it.
+# of section 5's 203×287 image, and why a test on square images would never have found it. Write your
+# answer as a comment in your cell.
 #
 # *Hint:* run it on the box that covers the whole resized image of section 5, `[0, 0, 361, 256]`. Which
 # box should come back?

@@ -59,7 +59,7 @@ def check_fpn_params(my_fpn_params, hidden=False) -> bool:
 # ------------------------------------------------------------------------------- exercise 2
 
 # (image sizes (h, w), min_size, max_size): the shorter side 97 at 800 comes out 799 (floor in floats)
-SIZE_CASES = [([(203, 287)], 256, 384), ([(480, 640), (427, 640)], 800, 1333), ([(97, 130)], 800, 1333),
+SIZE_CASES = [([(203, 287)], 256, 384), ([(500, 375), (427, 640)], 800, 1333), ([(97, 130)], 800, 1333),
               ([(1000, 3000), (600, 500)], 800, 1333)]
 SIZE_HIDDEN = [([(161, 500), (600, 90)], 128, 512), ([(49, 49)], 128, 128), ([(375, 500), (500, 333), (640, 480)], 800, 1333),
                ([(300, 1200)], 600, 1000), ([(128, 100), (100, 128)], 128, 128)]
@@ -108,12 +108,13 @@ def _predictor_shapes(num_classes: int, class_agnostic: bool) -> dict[str, tuple
     heads = model.roi_heads
     return {"cls_score": tuple(heads.box_predictor.cls_score.weight.shape),
             "bbox_deltas": tuple(heads.box_predictor.bbox_deltas.weight.shape),
+            "deconv": tuple(heads.mask_predictor.deconv.weight.shape),  # ConvTranspose2d: (in, out, kh, kw)
             "mask_logits": tuple(heads.mask_predictor.mask_logits.weight.shape)}
 
 
 def check_predictor_shapes(my_predictor_shapes, hidden=False) -> bool:
     """my_predictor_shapes(num_classes, class_agnostic) -> dict of the weight shapes of cls_score,
-    bbox_deltas and mask_logits in build_maskrcnn("shapes_tiny", num_classes=..., class_agnostic_masks=...)."""
+    bbox_deltas, deconv and mask_logits in build_maskrcnn("shapes_tiny", num_classes=..., class_agnostic_masks=...)."""
 
     def compare():
         need_function(my_predictor_shapes)

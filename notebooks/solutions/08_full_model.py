@@ -28,11 +28,13 @@ def my_image_sizes(sizes, min_size, max_size, size_divisible=32):
 
 
 def my_predictor_shapes(num_classes, class_agnostic=False):
-    """shapes_tiny: representation_size 1024, mask_dim_reduced 32. num_classes already counts the background."""
-    representation, mask_width = 1024, 32
+    """shapes_tiny: representation_size 1024, mask head (32, 32, 32, 32), mask_dim_reduced 32.
+    num_classes already counts the background."""
+    representation, head_width, mask_width = 1024, 32, 32
     mask_maps = 1 if class_agnostic else num_classes  # one 28x28 map per class, or one shared map
     return {"cls_score": (num_classes, representation),  # nn.Linear weight is (out, in)
             "bbox_deltas": (4 * num_classes, representation),  # four deltas per class, background included
+            "deconv": (head_width, mask_width, 2, 2),  # ConvTranspose2d weight is (in, out, kh, kw): 2x2, stride 2
             "mask_logits": (mask_maps, mask_width, 1, 1)}  # a 1x1 conv over the deconv's 32 channels
 
 
@@ -100,7 +102,25 @@ def _image_sizes_padded_per_image(sizes, min_size, max_size, size_divisible=32):
 
 def _predictor_shapes_without_background(num_classes, class_agnostic=False):
     k = num_classes - 1  # forgets that the predictors keep a background column
-    return {"cls_score": (k, 1024), "bbox_deltas": (4 * k, 1024), "mask_logits": (1 if class_agnostic else k, 32, 1, 1)}
+    return {"cls_score": (k, 1024), "bbox_deltas": (4 * k, 1024), "deconv": (32, 32, 2, 2),
+            "mask_logits": (1 if class_agnostic else k, 32, 1, 1)}
+
+
+def _predictor_shapes_deconv_per_class(num_classes, class_agnostic=False):
+    # takes the deconvolution for the layer that makes one map per class: (in, K+1, 2, 2)
+    return {**my_predictor_shapes(num_classes, class_agnostic), "deconv": (32, num_classes, 2, 2)}
+
+
+def _predictor_shapes_deconv_3x3(num_classes, class_agnostic=False):
+    # takes the deconvolution for a 3x3 conv like the four mask head convs before it
+    return {**my_predictor_shapes(num_classes, class_agnostic), "deconv": (32, 32, 3, 3)}
+
+
+def _predictor_shapes_without_deconv(num_classes, class_agnostic=False):
+    # the three keys of the first edition of this exercise
+    shapes = my_predictor_shapes(num_classes, class_agnostic)
+    del shapes["deconv"]
+    return shapes
 
 
 def _predictor_shapes_ignoring_agnostic(num_classes, class_agnostic=False):
@@ -135,6 +155,9 @@ WRONG = [
     (check_image_sizes, _image_sizes_padded_per_image),
     (check_predictor_shapes, _predictor_shapes_without_background),
     (check_predictor_shapes, _predictor_shapes_ignoring_agnostic),
+    (check_predictor_shapes, _predictor_shapes_deconv_per_class),
+    (check_predictor_shapes, _predictor_shapes_deconv_3x3),
+    (check_predictor_shapes, _predictor_shapes_without_deconv),
     (check_rescale_boxes, _rescale_boxes_one_ratio),
     (check_rescale_boxes, _rescale_boxes_swapped),
     (check_rescale_boxes, _rescale_boxes_inverted),
