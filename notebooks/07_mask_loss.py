@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 07 — Mask loss: per-class sigmoid vs softmax
 #
-# Notebook 06 ended with two 28×28 maps per positive RoI: the mask branch's prediction (one channel per
-# class) and the target, the RoI's GT mask resampled to 28×28. This notebook is about the loss that
+# Notebook 06 ended with, for each positive RoI, the mask branch's 28×28 logits (one map per class) and
+# the target, the RoI's GT mask resampled to 28×28. This notebook is about the loss that
 # compares them, $L_{mask}$ (He et al. 2017, Sec. 3), and about the design decision hidden in it: every
 # class gets its own independent binary mask, and only the GT class's mask is trained. We compute the loss
 # by hand, look at the gradient each channel receives, and compare it with the alternative the paper
@@ -174,9 +174,9 @@ assert not torch.allclose(crops[False], crops[False].flip(0, 1))
 # The alternative is the FCN recipe for semantic segmentation: a **softmax over the channels at each
 # pixel** and a multinomial cross-entropy. For a per-RoI mask that means: each pixel of RoI $n$ gets a
 # class target — the RoI's class $k$ where the target mask is on, background (channel 0) where it is
-# off — and the loss is $-\frac{1}{P m^2} \sum \log \mathrm{softmax}(x_{ij})_{t_{ij}}$. This is our reading
-# of the paper's "softmax" ablation; the paper does not spell out how it treats background pixels. Its
-# gradient reaches **every** channel:
+# off — and the loss is $-\frac{1}{P m^2} \sum_{n,i,j} \log \mathrm{softmax}(x_{n,ij})_{t_{n,ij}}$.
+# This is our reading of the paper's "softmax" ablation; the paper does not spell out how it treats
+# background pixels. Its gradient reaches **every** channel:
 #
 # $$\frac{\partial L}{\partial x^c_{ij}} = \frac{\mathrm{softmax}(x_{ij})_c - [c = t_{ij}]}{P\,m^2}
 #   \quad \text{for all } c.$$
@@ -277,8 +277,10 @@ plt.show()
 # %% [markdown]
 # With the sigmoid, the circle RoI teaches the circle mask and nothing else: what the square channel
 # says about this RoI is none of its business. With the softmax, the same RoI also trains the square and
-# triangle channels, to be *low* on this object — a circle-shaped hole is pushed into every other class's
-# mask. The mask branch now has to decide the class at each pixel, which is the classifier's job.
+# triangle channels, to be *low* on this object: it lowers them over the whole RoI, most strongly inside
+# the circle, where this model's square and triangle channels are high (they draw the circle too, as the
+# next picture shows). The mask branch now has to decide the class at each pixel, which is the
+# classifier's job.
 # (The faint checkerboard in the softmax row comes from the mask predictor's 2×2 deconvolution with
 # stride 2: each 14×14 cell becomes a 2×2 block of output pixels, and the four pixels of a block get four
 # different kernel weights, so the logits — and the softmax's gradient — alternate from pixel to pixel.)
@@ -287,7 +289,7 @@ plt.show()
 #
 # What decoupling gives a trained model: every channel answers "which pixels, *if this object were of
 # class c*?" A channel is trained only on RoIs of its own class — the square channel has never been
-# told anything about a circle — and the background channel is never trained at all. Does a channel
+# asked to draw a circle — and the background channel is never trained at all. Does a channel
 # still draw an object of another class? We run the trained model on the GT boxes of all 100 held-out
 # images (as RoIs, as above), read the box classifier's class for each, and measure the IoU of every
 # channel's mask with the target (both cut at 0.5), in particular where the classifier picks a wrong
@@ -345,10 +347,11 @@ plt.show()
 
 # %% [markdown]
 # Every foreground channel draws the object in the box, whatever its own class: in the first row the
-# square and triangle channels draw a circle, though neither was ever trained on one (IoUs in the
-# titles). The mask branch learnt to segment *the object in the box*, and the channel's class changes the
-# map little. So when the classifier picks the wrong shape, the mask that gets pasted is about as good as
-# the GT class's would have been: the two mean IoUs printed above are close. (These are GT boxes used as
+# square and triangle channels draw a circle, though neither was ever trained to draw one (a circle
+# inside a square's box is only ever a 0 in the square channel's target; IoUs in the titles). The mask
+# branch learnt to segment *the object in the box*, and the channel's class changes the map little. So
+# when the classifier picks the wrong shape, the mask that gets pasted is about as good as the GT class's
+# would have been: the two mean IoUs printed above are close. (These are GT boxes used as
 # RoIs; a detection's box differs a little.) The second row is a failure, and the mask branch shares it:
 # a square that the classifier takes for a circle, and every channel draws a rounder blob than the
 # square — the picked class's mask is no worse than the GT class's, and no better. With a softmax, the
@@ -408,7 +411,9 @@ print(f"real circle RoI: sigmoid BCE {l_sig.item():.4f}   softmax CE {l_soft.ite
 # it; its box contains most of the square. (b) the sigmoid target: only the visible part of this circle;
 # (c) the per-RoI softmax class map — the same instance, labelled with its class, the square's pixels
 # background; (d) a semantic segmentation map of the same window: every pixel gets the class of whatever
-# covers it, so the square appears as "square" (and two touching circles would become one circle region).
+# covers it, so the square appears as "square", and the second circle, which reaches into the window's
+# bottom-right corner (rows 22–27, columns 25–27), is painted "circle" there, where (c) has background.
+# (The colours in (a) are the image's own; the legend's class colours apply to (c) and (d).)
 # The trained model's mask for this occluded circle is one of its weaker ones, which is why we did not use
 # it for the gradients above.
 
@@ -441,8 +446,9 @@ fig.legend(handles=[Patch(color=palette[k], label=class_names[k]) for k in range
 plt.show()
 
 # %% [markdown]
-# (b) and (c) hold the same information; only the loss applied to them differs. (d) is a different task.
-# So the conclusion that a softmax would turn Mask R-CNN into a semantic segmentation network,
+# (c) is (b) cut at 0.5 and labelled with the RoI's class; only the loss applied to them differs. (d) is a
+# different task.
+# So the conclusion that a softmax would turn Mask R-CNN into a semantic segmentation network
 # does not follow; the real cost of the softmax is the coupling of section 3, and the paper's gap of
 # 5.5 mask AP measures it. Notebook 12 runs such an ablation on our own model and data.
 #
@@ -454,7 +460,9 @@ plt.show()
 # `sigmoid_mask_loss`, section 1). The paper reports this nearly as good: 29.7 mask AP against 30.3 for
 # per-class masks (Sec. 4.2, ResNet-50-C4). In the library it is one config key, `class_agnostic_masks`.
 # We build a shapes_tiny model with it (random weights: we look at shapes only) and expect (3, 1, 28, 28)
-# for the 3 objects of image 40, where the per-class model gives (3, 4, 28, 28).
+# for the 3 objects of image 40, where the per-class model gives (3, 4, 28, 28). `mask_loss` takes these
+# logits unchanged, reading channel 0 whatever each RoI's class; its value is an untrained head's and
+# shows only that the loss runs.
 
 # %%
 print("class_agnostic_masks in shapes_tiny:", get_config("shapes_tiny")["class_agnostic_masks"])
@@ -468,6 +476,7 @@ assert agnostic.roi_heads.mask_predictor.mask_logits.out_channels == 1
 assert agnostic_logits.shape == (G, 1, 28, 28) and real_logits.shape == (G, 4, 28, 28)
 assert agnostic_loss.shape == () and torch.isfinite(agnostic_loss)
 print_shapes(per_class_logits=real_logits, agnostic_logits=agnostic_logits)
+print(f"mask_loss of the untrained agnostic head on image 40's 3 objects: {agnostic_loss.item():.4f}")
 
 # %% [markdown]
 # The memory of the logits tensor grows with the number of channels. The library (like torchvision) makes
@@ -503,16 +512,15 @@ print(f"measured: the largest tensor MaskPredictor builds for N = 100, K = 80 is
 # %% [markdown]
 # At K = 1000 and 512 RoIs the per-class logits take 1.5 GiB — but only in a **naive** head, which
 # computes every channel and then reads one. The 1×1 conv gives channel $c$ at each pixel as
-# $w_c \cdot f + b_c$ from the pixel's C features $f$, and only channel $k$ of each RoI enters the loss
-# (at inference, only the predicted class's). So a head can gather the row $w_k$ of each RoI first —
-# C numbers — and compute one 28×28 map per RoI: N×C weights plus N×28×28 logits, the *gathered* column,
-# the same for every K, and the same loss and gradients (the other channels get zero gradient anyway).
-# Exercise 3 builds it and measures it with `largest_tensor`. What remains the same for every head is the
-# deconvolution's output (last column), larger than the per-class logits up to K ≈ C. So memory is a
-# reason against per-class masks only for a naive head with a large vocabulary. The class-agnostic head
-# has another argument: its one mask is trained by every RoI, whereas a per-class mask is trained only by
-# its class's RoIs, few for the rare classes of a large vocabulary (a hypothesis; the paper measures
-# agnostic masks on COCO only, 29.7 vs 30.3).
+# $w_c \cdot f + b_c$ from the pixel's C features $f$, and only channel $k$ of each RoI enters the loss.
+# So a head can gather the row $w_k$ of each RoI first — C numbers — and compute one 28×28 map per RoI:
+# N×C weights plus N×28×28 logits, the *gathered* column, the same for every K, and the same loss and
+# gradients (the other channels get zero gradient anyway). What every head builds, whatever K is, is the
+# deconvolution's output (last column), larger than the per-class logits up to K ≈ C. Memory aside, the
+# class-agnostic head has an argument of its own: its one mask is trained by every RoI, whereas a
+# per-class mask is trained only by its class's RoIs, few for the rare classes of a large vocabulary (a
+# hypothesis; the paper measures agnostic masks on COCO only, 29.7 vs 30.3). Exercise 3 builds the
+# gathered head and measures what memory argument is left.
 #
 # ## Summary
 #
@@ -537,23 +545,27 @@ print(f"measured: the largest tensor MaskPredictor builds for N = 100, K = 80 is
 #
 # ### Exercise 1 — Derive · about 15 min: what the target channel gains, the others lose
 #
-# Write `my_softmax_push(mask_logits, targets, labels)` for the library's `roi_heads.softmax_mask_loss`
-# (same arguments: `(P, K+1, m, m)`, `(P, m, m)`, `(P,)`). At each pixel, call $t_{ij}$ its target class
-# (the RoI's class where the target is ≥ 0.5, background elsewhere) and return two `(P, m, m)` tensors:
-# `up`, minus the loss's gradient on channel $t_{ij}$ (what gradient descent adds to the target class's
-# logit, per unit of learning rate), and `down`, the sum of the gradient over the other K channels (what
-# it takes from them together). Compute both from the gradient, not from each other.
+# Take the softmax loss of section 3, `roi_heads.softmax_mask_loss`, on P RoIs with K+1 channels of
+# m×m logits. At each pixel call $t_{ij}$ its target class (the RoI's class where the target is ≥ 0.5,
+# background elsewhere) and $p_{ij} = \mathrm{softmax}(x_{ij})_{t_{ij}}$ that class's probability. Write
+# `my_softmax_push(p_target)`: given **only** these probabilities, a `(P, m, m)` tensor, return two
+# `(P, m, m)` tensors: `up`, minus the loss's gradient on channel $t_{ij}$ (what gradient descent adds to
+# the target class's logit, per unit of learning rate), and `down`, the sum of the gradient over the
+# other K channels (what descent takes from them together). You get neither the logits nor K: derive
+# both from section 3's gradient formula. The check compares them with autograd of `softmax_mask_loss`
+# on random logits, for several K.
 #
-# Then derive from section 3's formula what `up - down` is at every pixel, and say in a sentence what
-# that means for the competition between classes. What is the sum of the gradient over the channels
-# under the sigmoid loss?
+# Then compare `up` and `down`, and say in a sentence what that means for the competition between
+# classes. What is the sum of the gradient over the channels under the sigmoid loss?
 #
-# *Hint:* autograd of `softmax_mask_loss` gives the gradient; `grad.gather(1, t[:, None])` reads one
-# channel per pixel.
+# *Hint:* write the gradient of one channel $c \ne t_{ij}$ at a pixel, then sum it over those K
+# channels; what is left to know about the other channels' probabilities? The loss is a mean over
+# $P m^2$ terms.
 
 # %%
-def my_softmax_push(mask_logits, targets, labels):
-    """-> (up, down), each (P, m, m): minus the gradient on each pixel's target channel; the others' gradient summed."""
+def my_softmax_push(p_target):
+    """p_target (P, m, m), each pixel's target-class probability -> (up, down), each (P, m, m): minus the
+    softmax loss's gradient on the target channel, and the other channels' gradient summed."""
     raise NotImplementedError  # your code here
 
 
@@ -567,16 +579,17 @@ check_softmax_push(my_softmax_push);
 #
 # Predict first: can any logits bring $L_{mask}$ to 0 on the 4×4 targets of section 2 (the soft ones
 # the library made)? Then write `my_bce_floor(targets)`: for targets `(P, m, m)` in [0, 1], return the
-# lowest value that $L_{mask}$ (the mean BCE over the $P m^2$ pixels) can take, for any logits. Say which
-# logits reach it. Last, compute it for the trained model's circle RoI, `my_bce_floor(one_target)`, and
-# compare it with that RoI's loss printed in section 4: how much of that loss could a better model remove?
+# lowest value that $L_{mask}$ (the mean BCE over the $P m^2$ pixels) can take or approach, for any
+# logits (its infimum). Say which logits reach it, or approach it where $y$ is 0 or 1. Last, compute it
+# for the trained model's circle RoI, `my_bce_floor(one_target)`, and compare it with that RoI's loss
+# printed in section 4: how much of that loss could a better model remove?
 #
 # *Hint:* minimise one pixel's $-y \log p - (1 - y) \log(1 - p)$ over $p$. Real targets have many pixels
 # with $y$ exactly 0 or 1: `torch.xlogy` computes $y \log y$ with $0 \log 0 = 0$.
 
 # %%
 def my_bce_floor(targets):
-    """targets (P, m, m) in [0, 1] -> () the lowest mean binary cross-entropy any logits can reach on them."""
+    """targets (P, m, m) in [0, 1] -> () the lowest mean binary cross-entropy any logits can reach or approach."""
     raise NotImplementedError  # your code here
 
 
@@ -596,10 +609,15 @@ check_bce_floor(my_bce_floor);
 # larger than the deconvolution's output, so calling `predictor(...)` or its 1×1 conv, for all RoIs or one
 # RoI at a time, fails.
 #
-# Then measure: `largest_tensor(my_gathered_mask_loss, ...)` against `largest_tensor` of the naive loss,
-# for 100 RoIs, K = 1000 and C = C' = 32 (shapes_tiny's mask head). Is the per-class head's memory then an
-# argument for class-agnostic masks? What does the gathered head cost at inference, where the labels are
-# the predicted classes?
+# Then measure, for 100 RoIs, K = 1000 and C = C' = 32 (shapes_tiny's mask head), on random inputs:
+#
+#     f, pred = torch.randn(100, 32, 14, 14), heads.MaskPredictor(32, 1001, 32)  # features, predictor
+#     t, l = torch.rand(100, 28, 28), torch.randint(1, 1001, (100,))  # targets, labels
+#
+# and compare `largest_tensor(my_gathered_mask_loss, f, pred, t, l)` with the naive head's
+# `largest_tensor(lambda: roi_heads.sigmoid_mask_loss(pred(f), t, l))` (each returns the loss, then the
+# largest tensor's shape and bytes). Is the per-class head's memory then an argument for class-agnostic
+# masks? What does the gathered head cost at inference, where the labels are the predicted classes?
 #
 # *Hint:* channel $c$ of the 1×1 conv at one pixel is $w_c \cdot f + b_c$; index the weight and the bias
 # with `labels`, then one `torch.einsum` over C' does all the dot products.

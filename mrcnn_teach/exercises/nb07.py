@@ -45,34 +45,43 @@ PUSH_HIDDEN = [dict(seed=713, num_rois=7, num_classes=3, m=5, scale=6.0), dict(s
 
 
 def _push(mask_logits, targets, labels):
-    """(up, down) of the softmax loss by autograd: -grad on each pixel's target channel, sum of the others'."""
+    """-> p_target, and (up, down) of the softmax loss by autograd: -grad on each pixel's target channel, and
+    the sum of the others'; each (P, m, m)."""
     from ..roi_heads import softmax_mask_loss
 
     x = mask_logits.clone().requires_grad_(True)  # (P, K+1, m, m)
     softmax_mask_loss(x, targets, labels).backward()
     t = torch.where(targets >= 0.5, labels[:, None, None], 0)  # (P, m, m) each pixel's target class
     on_target = x.grad.gather(1, t[:, None])[:, 0]  # (P, m, m)
-    return -on_target, x.grad.sum(dim=1) - on_target  # (P, m, m) x2
+    p_target = mask_logits.softmax(dim=1).gather(1, t[:, None])[:, 0]  # (P, m, m)
+    return p_target, -on_target, x.grad.sum(dim=1) - on_target  # (P, m, m) x3
 
 
 def check_softmax_push(answer, hidden: bool = False) -> bool:
-    """answer(mask_logits (P, K+1, m, m), targets (P, m, m), labels (P,)) -> (up, down), each (P, m, m)."""
+    """answer(p_target (P, m, m), each pixel's target-class probability) -> (up, down), each (P, m, m):
+    minus the softmax loss's gradient on the target channel, and the sum of the other channels' gradient.
+    Given only p_target, `down` needs the derivation: the K+1 probabilities at a pixel sum to 1."""
 
     def compare():
         need_function(answer)
         for case in PUSH_HIDDEN if hidden else PUSH_CASES:
             logits, targets, labels = _example(**case)
-            up, down = _push(logits, targets, labels)
-            got = answer(logits.clone(), targets.clone(), labels.clone())
+            p_target, up, down = _push(logits, targets, labels)
+            got = answer(p_target.clone())
             assert isinstance(got, (tuple, list)) and len(got) == 2, "return two tensors: (up, down)"
             where = f"P = {len(labels)}, K+1 = {logits.shape[1]}, m = {logits.shape[-1]}"
-            for name, mine, right in (("up", got[0], up), ("down", got[1], down)):
+            for name, mine, right, why in (("up", got[0], up, "the loss is a mean over P m^2 terms"),
+                                           ("down", got[1], down, "it sums K channels' softmax_c / (P m^2): "
+                                            "what do their probabilities add up to?")):
                 mine = _as_tensor(mine, name)
                 assert mine.shape == right.shape, f"{where}: {name} has shape {tuple(mine.shape)}, expected (P, m, m)"
-                scale = float(right.abs().max())
-                error = float((mine - right.double()).abs().max()) / scale
-                assert error < 1e-4, (f"{where}: {name} is off by up to {100 * error:.1f}% of its largest value "
-                                      "(which channel is each pixel's target? and the loss is a mean)")
+                right = right.double()
+                assert float(mine.abs().max()) > 0, (f"{where}: {name} is 0 everywhere, but under the softmax "
+                                                     "every channel is in the loss")
+                assert float((mine * right).sum()) > 0, (f"{where}: {name} has the wrong sign (descent moves a "
+                                                         "logit by minus its gradient)")
+                error = float((mine - right).abs().max()) / float(right.abs().max())
+                assert error < 1e-4, f"{where}: {name} is off by up to {100 * error:.1f}% of its largest value ({why})"
 
     return run_check("what the target channel gains, the others lose", compare, hidden=hidden)
 
@@ -88,7 +97,8 @@ def _floor(targets: torch.Tensor) -> float:
 
 
 def check_bce_floor(answer, hidden: bool = False) -> bool:
-    """answer(targets (P, m, m) in [0, 1]) -> () the lowest value L_mask can take on these targets."""
+    """answer(targets (P, m, m) in [0, 1]) -> () the lowest value L_mask can take or approach on these targets
+    (its infimum: where y is 0 or 1 no finite logit reaches it, logits going to -inf or +inf approach it)."""
 
     def compare():
         need_function(answer)
@@ -100,7 +110,7 @@ def check_bce_floor(answer, hidden: bool = False) -> bool:
             assert not math.isnan(got), ("got nan: a pixel with y = 0 or y = 1 gives 0 * log 0, whose limit is 0 "
                                          "(torch.xlogy computes it)")
             assert abs(got - right) < 1e-4, (f"{tuple(targets.shape)} targets: got {got:.4f}, not the floor "
-                                             "(no logits may reach a lower loss, and some logits must reach it)")
+                                             "(no logits may give a lower loss, and some must reach it, or approach it where y is 0 or 1)")
 
     return run_check("the lowest mask loss on soft targets", compare, hidden=hidden)
 

@@ -12,48 +12,49 @@ from mrcnn_teach.exercises.nb07 import check_bce_floor, check_gathered_mask_loss
 
 
 # Exercise 1 -------------------------------------------------------------------------------------
-def softmax_push(mask_logits, targets, labels):
-    """Autograd of the library's softmax loss, read per pixel at its target channel t and summed over the rest.
+def softmax_push(p_target):
+    """From section 3's gradient: (softmax_c - [c = t]) / (P m^2) for every channel c of a pixel.
 
-    The derivation: at pixel (i, j) the gradient is (softmax_c - [c = t]) / (P m^2) for every c, and
-    sum_c softmax_c = 1, so the K+1 gradients sum to (1 - 1) / (P m^2) = 0. Minus the gradient of the target
-    channel, (1 - softmax_t) / (P m^2) >= 0, is exactly the sum of the others', sum_{c != t} softmax_c / (P m^2):
-    every unit by which descent raises the target class's logit is taken from the other classes, each in
-    proportion to its probability. That is the competition. (Under the sigmoid loss the channel sum is
-    (sigmoid(x^k) - y) / (P m^2), on channel k alone: nothing is taken from any other class.)
+    On the target channel that is (p_t - 1) / (P m^2), so up = (1 - p_t) / (P m^2) >= 0. On each other
+    channel it is softmax_c / (P m^2); summed over the K of them, sum_{c != t} softmax_c = 1 - p_t, because
+    the K+1 probabilities sum to 1: down = (1 - p_t) / (P m^2) too, whatever K is. So up = down: the K+1
+    gradients of a pixel sum to 0, and every unit by which descent raises the target class's logit is
+    taken from the other classes, each in proportion to its probability. That is the competition. (Under
+    the sigmoid loss the channel sum is (sigmoid(x^k) - y) / (P m^2), on channel k alone: nothing is taken
+    from any other class.)
     """
-    x = mask_logits.clone().requires_grad_(True)  # (P, K+1, m, m)
-    roi_heads.softmax_mask_loss(x, targets, labels).backward()
-    t = torch.where(targets >= 0.5, labels[:, None, None], 0)  # (P, m, m) each pixel's target class
-    on_target = x.grad.gather(1, t[:, None])[:, 0]  # (P, m, m)
-    up = -on_target  # (P, m, m) what descent adds to the target channel (over the learning rate)
-    down = x.grad.sum(dim=1) - on_target  # (P, m, m) what it takes from the others together
-    assert torch.allclose(up, down, atol=1e-9)  # the sum over channels is 0 at every pixel
+    num_terms = p_target.numel()  # P m^2: the loss is a mean over them
+    up = (1 - p_target) / num_terms  # (P, m, m) minus the target channel's gradient
+    down = (1 - p_target) / num_terms  # (P, m, m) sum over c != t of softmax_c / (P m^2), since sum_c softmax_c = 1
     return up, down
 
 
-def softmax_push_rois_class(mask_logits, targets, labels):
-    """Wrong: takes the RoI's class as every pixel's target, also where the pixel is background."""
-    x = mask_logits.clone().requires_grad_(True)
-    roi_heads.softmax_mask_loss(x, targets, labels).backward()
-    on_label = x.grad[torch.arange(len(labels)), labels]  # (P, m, m)
-    return -on_label, x.grad.sum(dim=1) - on_label
+def softmax_push_summed(p_target):
+    """Wrong: the gradient of a summed loss, without the mean's 1 / (P m^2)."""
+    return 1 - p_target, 1 - p_target
 
 
-def softmax_push_of_the_sigmoid(mask_logits, targets, labels):
-    """Wrong: differentiates the sigmoid loss (mask_loss's) instead of the softmax one: nothing is pushed down."""
-    x = mask_logits.clone().requires_grad_(True)
-    roi_heads.sigmoid_mask_loss(x, targets, labels).backward()
-    on_label = x.grad[torch.arange(len(labels)), labels]
-    return -on_label, x.grad.sum(dim=1) - on_label
+def softmax_push_per_roi(p_target):
+    """Wrong: divides by m^2 only, as if the loss were averaged per RoI and the RoIs summed."""
+    m2 = p_target[0].numel()
+    return (1 - p_target) / m2, (1 - p_target) / m2
 
 
-def softmax_push_summed(mask_logits, targets, labels):
-    """Wrong: the closed form of a summed loss, softmax - one_hot, without the mean's 1 / (P m^2)."""
-    t = torch.where(targets >= 0.5, labels[:, None, None], 0)  # (P, m, m)
-    grad = mask_logits.softmax(dim=1) - F.one_hot(t, mask_logits.shape[1]).permute(0, 3, 1, 2)  # (P, K+1, m, m)
-    on_target = grad.gather(1, t[:, None])[:, 0]
-    return -on_target, grad.sum(dim=1) - on_target
+def softmax_push_gradient(p_target):
+    """Wrong: returns the gradients themselves, not what descent adds and takes: the sign is flipped on up."""
+    n = p_target.numel()
+    return (p_target - 1) / n, (1 - p_target) / n
+
+
+def softmax_push_others_untouched(p_target):
+    """Wrong: the sigmoid loss's picture, in which the other channels get no gradient."""
+    return (1 - p_target) / p_target.numel(), torch.zeros_like(p_target)
+
+
+def softmax_push_target_prob(p_target):
+    """Wrong: takes the others' gradient sum to be the target's probability, p_t / (P m^2)."""
+    n = p_target.numel()
+    return (1 - p_target) / n, p_target / n
 
 
 # Exercise 2 -------------------------------------------------------------------------------------
@@ -62,7 +63,8 @@ def bce_floor(targets):
 
     Per pixel, BCE(p, y) = -y log p - (1 - y) log(1 - p) is convex in p with its minimum at p = y (the
     derivative -y/p + (1 - y)/(1 - p) vanishes there), where it equals H(y) = -y log y - (1 - y) log(1 - y).
-    Logits x = log(y / (1 - y)) reach it (-inf / +inf at y = 0 / 1, where H = 0). H(y) > 0 for every soft
+    Logits x = log(y / (1 - y)) reach it where 0 < y < 1; where y is 0 or 1 (H = 0) no finite logit does,
+    and x -> -inf / +inf approaches it, so the floor is an infimum. H(y) > 0 for every soft
     pixel, so a model that predicts the target perfectly still has a loss: the soft border of a 28x28 target
     sets a floor under L_mask, and the loss that training can remove is L_mask - H(y), not L_mask.
     """
@@ -101,6 +103,12 @@ def gathered_mask_loss(mask_features, predictor, targets, labels):
     Memory: the deconvolution's (P, C, 28, 28), which every head needs, plus P*C weights and (P, 28, 28)
     logits, whatever K is; the naive head's (P, K+1, 28, 28) logits grow with K. The gradients are the same:
     the naive head's non-GT channels get zero gradient anyway, and the gathered rows get the GT channel's.
+    Measured (N = 100, K = 1000, C = C' = 32): the naive head's largest tensor is its (100, 1001, 28, 28)
+    logits, 313,913,600 bytes (299 MiB); the gathered head's is the deconvolution's (100, 32, 28, 28),
+    10,035,200 bytes (9.6 MiB), which a class-agnostic head builds as well. So, with gathering, memory is
+    no argument for class-agnostic masks; the argument left is statistical (one mask trained by every RoI).
+    At inference the labels are the predicted classes, one per detection, and the cost is the same: one
+    gathered row and one 28x28 map per detection, whatever K is.
     """
     x = F.relu(predictor.deconv(mask_features))  # (P, C, 28, 28)
     w = predictor.mask_logits.weight[labels, :, 0, 0]  # (P, C) the GT class's 1x1 weights
@@ -142,9 +150,11 @@ CHECKS = [
 ]
 
 WRONG = [
-    (check_softmax_push, softmax_push_rois_class),
-    (check_softmax_push, softmax_push_of_the_sigmoid),
     (check_softmax_push, softmax_push_summed),
+    (check_softmax_push, softmax_push_per_roi),
+    (check_softmax_push, softmax_push_gradient),
+    (check_softmax_push, softmax_push_others_untouched),
+    (check_softmax_push, softmax_push_target_prob),
     (check_bce_floor, bce_floor_zero),
     (check_bce_floor, bce_floor_naive_log),
     (check_bce_floor, bce_floor_of_the_mean),
