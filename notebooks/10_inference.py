@@ -8,24 +8,27 @@
 # a handful of small steps that decide which boxes survive. This notebook runs every step by hand on
 # the trained shapes model, counts the boxes after each one, and checks that the result is exactly
 # what `model([image])` returns. Then we follow one mask from its 28×28 grid into the image, hunt for
-# the model's mistakes on 100 held-out images, and run the `predict` command line.
+# the model's mistakes on 100 held-out images, and turn the knobs of inference while watching the AP.
 #
 # **You will learn**
 # - the box branch's post-processing in order — softmax over K+1 classes, one decoded box per
 #   (proposal, class), score threshold 0.05, NMS per class at 0.5, the top-N cut — with the count after each;
 # - why the mask branch runs on the final boxes only, and how the predicted class picks one of its per-class masks;
-# - how a 28×28 mask is pasted into the image (a bilinear resize into the box, with a one-pixel zero
-#   pad) and binarised at 0.5;
+# - how a 28×28 mask is pasted into the image (a bilinear resize into the whole-pixel box, with a zero
+#   ring that makes it fade at the edge) and binarised at 0.5, and where its cells really land;
 # - how to find failures automatically on held-out images, and which stage each kind comes from;
-# - `python -m mrcnn_teach predict`: the same pipeline on an image file.
+# - what the score threshold, the NMS threshold and class-agnostic NMS do to the count and to the AP
+#   (with notebook 11's COCO evaluation). The `predict` command line is in the appendix.
 #
 # **Builds on:** [04 — RPN](04_rpn.ipynb) (proposals and NMS), [06 — Box and mask heads](06_heads.ipynb)
 # (the K+1 scores, the per-class deltas and masks), [08 — The full model](08_full_model.ipynb)
 # (transform and forward pass), [09 — Training](09_training.ipynb) (the model we use).
 #
-# **Run time:** about 15 s on a 2-core CPU (a good part of it is section 9's command line, which starts a
-# fresh Python); the first notebook you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it ahead);
-# later notebooks load it in a second.
+# **Run time:** about a minute on a 2-core CPU (measured: 64 s of CPU time on one thread; most of it
+# goes to running the model on 100 held-out images four times, once in section 8 and once per NMS
+# threshold in section 9); the first notebook
+# you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it
+# ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
@@ -59,10 +62,10 @@ import numpy as np
 import torch
 import torchvision
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from PIL import Image
 from torch.nn import functional as F
 
-from mrcnn_teach import cli
 from mrcnn_teach import masks as masks_module
 from mrcnn_teach import nms as nms_module
 from mrcnn_teach.boxes import BoxCoder, box_iou, clip_boxes_to_image, remove_small_boxes
@@ -116,6 +119,8 @@ assert model.rpn.post_nms_top_n == cfg["rpn_post_nms_top_n_test"]  # eval mode: 
 # Everything before the RoI heads is as in notebooks 01–04: normalise and batch the image, run the
 # backbone with its FPN, and let the RPN propose boxes. We expect a batch of `(1, 3, 128, 128)` (128 is
 # already a multiple of 32, so no padding) and **100 proposals** — the test-time `post_nms_top_n`.
+# They pile up on the objects, several per object, with stragglers on the background: the RPN is tuned
+# for recall, and the second stage is there to sort them out.
 
 # %%
 with torch.no_grad():
@@ -130,11 +135,6 @@ assert batch.shape == (1, 3, 128, 128) and image_sizes == [(128, 128)]
 assert [f.shape[-1] for f in features] == [32, 16, 8, 4, 2]
 assert proposals.shape == (cfg["rpn_post_nms_top_n_test"], 4) == (100, 4)
 
-# %% [markdown]
-# The proposals pile up on the objects, several per object, with stragglers on the background: the RPN
-# is tuned for recall, and the second stage is there to sort them out.
-
-# %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), layout="constrained")
 draw_instances(axes[0], image, gt_boxes, gt_labels, masks=gt_masks, class_names=class_names)
 axes[0].set_title(f"held-out image {IMAGE_INDEX}: ground truth")
@@ -149,10 +149,8 @@ plt.show()
 #
 # RoIAlign cuts a 7×7 grid out of the pyramid for each proposal, the box head turns it into one vector,
 # and the predictor gives **K+1 class logits** and **(K+1)·4 box deltas** per proposal (notebook 06).
-# With K = 3 classes plus background we expect `(100, 4)` and `(100, 16)`.
-
-# %%
-show_source(RoIHeads.box_logits)
+# With K = 3 classes plus background we expect `(100, 4)` and `(100, 16)`. (`RoIHeads.box_logits` is
+# the three lines RoIAlign → box head → predictor.)
 
 # %%
 with torch.no_grad():
@@ -178,22 +176,19 @@ show_source(RoIHeads.postprocess_detections)
 # The classifier was trained with a cross-entropy over K+1 classes (notebook 06), so its scores are the
 # softmax of the logits: every proposal gets one probability per class, background included, and each
 # row sums to 1. A proposal is not assigned one class here: all K foreground probabilities go on to
-# the next step.
+# the next step. The picture shows all 400 numbers, one column per proposal, sorted by the proposal's
+# best foreground probability. On the left the proposals that sit on an object: one class row is
+# bright. Further right the background row takes over.
 
 # %%
 scores = F.softmax(class_logits, dim=-1)  # (N, K+1)
 print_shapes(scores=scores)
-print("row sums: min {:.6f}, max {:.6f}".format(scores.sum(1).min(), scores.sum(1).max()))
+print("per-proposal sums (rows of scores, columns of the picture): min {:.6f}, max {:.6f}".format(
+    scores.sum(1).min(), scores.sum(1).max()))
 print("proposals whose most likely class is background:", int((scores.argmax(1) == 0).sum()), "of", N)
 assert scores.shape == (N, K + 1)
 assert torch.allclose(scores.sum(dim=1), torch.ones(N), atol=1e-5)
 
-# %% [markdown]
-# The picture shows all 400 numbers, one column per proposal, sorted by the proposal's best foreground
-# probability. On the left the proposals that sit on an object: one class row is bright. Further right
-# the background row takes over.
-
-# %%
 best_fg = scores[:, 1:].max(dim=1).values  # (N,)
 order = best_fg.argsort(descending=True)  # (N,)
 fig, ax = plt.subplots(figsize=(12, 2.8), layout="constrained")
@@ -209,7 +204,7 @@ plt.show()
 # ### 4b. One box per (proposal, class)
 #
 # The box predictor regresses a separate box for each class (class-specific regression, Fast R-CNN
-# Sec. 2.2), so each proposal is decoded K+1 times, once with each class's four deltas. The deltas
+# Sec. 2.3), so each proposal is decoded K+1 times, once with each class's four deltas. The deltas
 # are undone with the weights (10, 10, 5, 5) that scaled the training targets (notebook 06):
 #
 # $$\hat x = x_a + \frac{t_x}{10} w_a,\quad \hat y = y_a + \frac{t_y}{10} h_a,\quad
@@ -217,12 +212,8 @@ plt.show()
 #
 # where $(x_a, y_a, w_a, h_a)$ are the proposal's centre and size. `BoxCoder.decode` takes the deltas as
 # `(N, K+1, 4)` and returns boxes of the same shape; the log-size change is capped at
-# $\log(1000/16)$ before the `exp`.
-
-# %%
-show_source(BoxCoder.decode, docstring=False)
-
-# %% [markdown]
+# $\log(1000/16)$ before the `exp` (`boxes.py`; notebook 04 read its source).
+#
 # A check by hand first, on numbers we choose: the proposal (20, 30, 60, 70) has centre (40, 50) and
 # size 40×40; the deltas (1, −2, 0.5, 0) move the centre by 0.1·40 = 4 px right and 0.2·40 = 8 px up,
 # widen the box by $e^{0.1} = 1.1052$ and keep its height. We expect the box
@@ -258,7 +249,8 @@ assert cand_boxes.shape == (N * K, 4) == (300, 4) and cand_scores.shape == cand_
 # %% [markdown]
 # One proposal up close: the one with the highest foreground probability. It becomes three candidates,
 # each with its own box and score. The boxes differ a little (each class's regressor has its own idea
-# of where a square, a circle or a triangle ends); the scores differ a lot.
+# of where a square, a circle or a triangle ends); the scores differ a lot, and the printed fates say
+# which of the three candidates the score threshold of 4c will keep.
 
 # %%
 p = int(order[0])  # the proposal with the best foreground probability
@@ -274,10 +266,13 @@ for k in range(1, K + 1):
 x1, y1, x2, y2 = proposals[p].tolist()
 ax.set_xlim(max(x1 - 15, 0), min(x2 + 15, 128))
 ax.set_ylim(min(y2 + 15, 128), max(y1 - 15, 0))
-ax.legend(handles=handles, fontsize=8, loc="lower left", framealpha=0.9)
+ax.legend(handles=handles, fontsize=8, loc="lower left", framealpha=0.9, facecolor="0.35", labelcolor="white")
 ax.set_title(f"Proposal {p}: one decoded box per class")
 plt.show()
-print(f"proposal {p}: background probability {float(scores[p, 0]):.2f}")
+print(f"proposal {p}: background probability {float(scores[p, 0]):.3f}")
+for k in range(1, K + 1):
+    fate = "survives" if float(scores[p, k]) > rh.score_thresh else "is dropped by"
+    print(f"  {class_names[k]:<8} score {float(scores[p, k]):.3f}: {fate} the score threshold {rh.score_thresh} (4c)")
 
 # %% [markdown]
 # ### 4c. Score threshold 0.05
@@ -308,16 +303,12 @@ assert bool((scores2 > rh.score_thresh).all())
 # the boxes that overlap a kept one by more than 0.5 — **within each class**. A circle candidate never
 # suppresses a square candidate, however much they overlap; each class is treated as its own detector,
 # as in Fast R-CNN (Girshick 2015, Sec. 3). The library does all classes in one call by shifting each
-# class's boxes into its own region of the plane:
+# class's boxes into its own region of the plane (the source below). We run the library's from-scratch
+# NMS and check it against torchvision's compiled one (which this model uses by default,
+# `kernels="mixed"`). The result is a list of indices, best score first.
 
 # %%
-show_source(nms_module.batched_nms, docstring=False)
-
-# %% [markdown]
-# We run the library's from-scratch NMS and check it against torchvision's compiled one (which this
-# model uses by default, `kernels="mixed"`). The result is a list of indices, best score first.
-
-# %%
+display(show_source(nms_module.batched_nms, docstring=False))
 keep_nms = nms_module.batched_nms(boxes2, scores2, labels2, rh.nms_thresh)  # (n3,) by decreasing score
 n3 = len(keep_nms)
 print(f"{n2} candidates -> {n3} after per-class NMS at {rh.nms_thresh}")
@@ -331,22 +322,23 @@ assert bool((scores2[keep_nms].diff() <= 0).all())  # sorted by score
 # ### 4e. Keep the best `detections_per_img`
 #
 # Finally the list is cut to the best `detections_per_img`: 100 in the paper, **20** for `shapes_tiny`
-# (read from the config above). NMS already sorted by score, so this is a slice. On this image NMS left
-# slightly more than 20, so the cut drops the lowest-scoring ones.
+# (read from the config above). NMS already sorted by score, so this is a slice; it only bites on an
+# image where NMS leaves more than 20 (the printed counts say whether it did on ours).
 
 # %%
 final = keep_nms[: rh.detections_per_img]  # (D,)
 det_boxes, det_scores, det_labels = boxes2[final], scores2[final], labels2[final]  # (D, 4), (D,), (D,)
 D = len(final)
-print(f"{n3} after NMS -> top {rh.detections_per_img}: {D} detections")
+print(f"{n3} after NMS -> top {rh.detections_per_img}: {D} detections ({n3 - D} cut)")
 print_shapes(det_boxes=det_boxes, det_scores=det_scores, det_labels=det_labels)
 assert D == min(rh.detections_per_img, n3)
 assert det_boxes.shape == (D, 4) and det_scores.shape == det_labels.shape == (D,)
 
 # %% [markdown]
 # The whole funnel in one picture: each box in its class's colour, drawn the more opaque the higher its
-# score. From left to right the counts printed above: 300, then the candidates above 0.05, after NMS,
-# and the final 20.
+# score. From left to right the counts printed above: 300, then the candidates above 0.05, then the
+# detections after NMS and the top-N cut (the model's output). The last panel keeps those with score
+# ≥ 0.5: what the `predict` command draws, and what a user sees.
 
 # %%
 def draw_scored_boxes(ax, boxes, scores_, labels_):
@@ -360,15 +352,16 @@ def draw_scored_boxes(ax, boxes, scores_, labels_):
 
 stages = [(cand_boxes, cand_scores, cand_labels, f"{N * K} candidates\n({N} proposals × {K} classes)"),
           (boxes2, scores2, labels2, f"{n2} with score > {rh.score_thresh}"),
-          (boxes2[keep_nms], scores2[keep_nms], labels2[keep_nms], f"{n3} after per-class NMS {rh.nms_thresh}"),
-          (det_boxes, det_scores, det_labels, f"{D} kept (top {rh.detections_per_img})")]
+          (det_boxes, det_scores, det_labels, f"{D} after per-class NMS {rh.nms_thresh}\nand the top {rh.detections_per_img}"),
+          (det_boxes[det_scores >= 0.5], det_scores[det_scores >= 0.5], det_labels[det_scores >= 0.5],
+           f"{int((det_scores >= 0.5).sum())} with score ≥ 0.5 (shown to a user)")]
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.6), layout="constrained")
 for ax, (b, s, lab, title) in zip(axes, stages):
     draw_scored_boxes(ax, b, s, lab)
     ax.set_title(title, fontsize=10)
 fig.legend(handles=[Line2D([], [], color=class_color(k), lw=2, label=class_names[k]) for k in range(1, K + 1)],
            loc="outside lower center", ncol=K, fontsize=9)
-fig.suptitle("The box post-processing funnel (opacity = score)")
+fig.suptitle("The box post-processing funnel (opacity = score); section 8 judges the last panel")
 plt.show()
 
 # %% [markdown]
@@ -401,9 +394,7 @@ print(f"step by step == model([image]): {D} boxes, labels and scores identical")
 # shrink it to 128×128, and postprocess must **double** every coordinate.
 
 # %%
-show_source(ImageTransform.postprocess, resize_boxes)
-
-# %%
+display(show_source(ImageTransform.postprocess, resize_boxes))
 detections = [dict(boxes=det_boxes, labels=det_labels, scores=det_scores)]  # no masks yet
 as_256 = model.transform.postprocess(detections, image_sizes, [(256, 256)])[0]
 print_shapes(**as_256)
@@ -418,21 +409,21 @@ assert torch.equal(as_256["labels"], det_labels) and torch.equal(as_256["scores"
 #
 # In training the mask branch sees the positive sampled RoIs, in parallel with the box branch. At test
 # time the paper (Sec. 3.1, Inference) runs it **after** the box post-processing, on the final
-# detection boxes only: that is fewer RoIs (here 20 instead of 100 proposals; in the paper 100 instead
-# of 1000) and better ones, refined boxes instead of raw proposals, which the paper says makes inference
-# both faster and more accurate. The branch predicts K+1 masks per box (one per class; channel 0,
-# background, is never trained); the class the **box branch** predicted picks the one that is used.
-# The mask branch is never asked which class it is looking at — that is the decoupling of Sec. 3.
+# detection boxes only: that is fewer RoIs (here at most 20 instead of 100 proposals; in the paper 100
+# instead of 1000) and better ones, refined boxes instead of raw proposals, which the paper says makes inference
+# both faster and more accurate. The paper's mask branch has a $Km^2$-dimensional output: one $m \times m$
+# mask for each of the K classes (Sec. 3). Ours, like torchvision's, has **K+1** channels: channel 0
+# belongs to the background and is never trained (the mask loss reads only the ground-truth class's
+# channel, which is ≥ 1); it is there so that a class label indexes its channel directly. The class the
+# **box branch** predicted picks the channel that is used. The mask branch is never asked which class
+# it is looking at — that is the decoupling of Sec. 3.
+#
+# By hand (the source first): the mask branch on the D final boxes of section 4 gives `(D, K+1, 28, 28)`
+# logits; picking each detection's own class channel and a sigmoid gives `(D, 28, 28)` probabilities, the
+# same as `predict_masks`, which returns them as `(D, 1, 28, 28)`.
 
 # %%
-show_source(RoIHeads.predict_masks, RoIHeads.mask_logits)
-
-# %% [markdown]
-# By hand: the mask branch on the D = 20 final boxes gives `(20, 4, 28, 28)` logits; picking each
-# detection's own class channel and a sigmoid gives `(20, 28, 28)` probabilities, the same as
-# `predict_masks`, which returns them as `(20, 1, 28, 28)`.
-
-# %%
+display(show_source(RoIHeads.predict_masks, RoIHeads.mask_logits))
 with torch.no_grad():
     mask_logits = rh.mask_logits(features, [det_boxes], image_sizes)  # (D, K+1, 28, 28)
     det_masks_28 = rh.predict_masks(features, [det_boxes], [det_labels], image_sizes)[0]  # (D, 1, 28, 28)
@@ -446,7 +437,7 @@ assert torch.equal(mask_probs[:, None], det_masks_28)
 # %% [markdown]
 # All K+1 channels of the best detection, as probabilities. The kept channel (framed) belongs to the
 # class the classifier chose; the others are what the mask branch would have drawn had the box been a
-# different class, and channel 0 is untrained noise.
+# different class, and channel 0 (torchvision's layout, not the paper's) is untrained.
 
 # %%
 d = 0  # the best-scoring detection
@@ -475,8 +466,8 @@ fig.suptitle("The mask branch predicts one 28×28 mask per class; the box branch
 plt.show()
 
 # %% [markdown]
-# In the saved run the square and circle channels draw a triangle too: on shapes this simple the mask
-# branch has mostly learned "the object inside the box", whatever the channel. The paper likewise finds a
+# In the saved run the other class channels draw much the same shape as the kept one: on shapes this
+# simple the mask branch has mostly learned "the object inside the box", whatever the channel. The paper likewise finds a
 # single class-agnostic mask nearly as good as K class-specific ones (Sec. 4.2: 29.7 vs 30.3 mask AP).
 #
 # ## 7. Pasting the 28×28 mask into the image
@@ -485,15 +476,17 @@ plt.show()
 # whole image. It is usually described as: take the predicted class's mask, resize it with bilinear
 # interpolation to the size of the predicted box, put it at the box's place in the image, and binarise
 # it at 0.5. **That is right**, and it is what the paper says (Sec. 3.1: the $m \times m$ floating-point
-# mask is resized to the RoI size and binarised at 0.5). Three details make it precise:
+# mask is resized to the RoI size and binarised at 0.5). Three details of torchvision's paste, which
+# `masks.py` reproduces, make it precise:
 #
 # 1. the box is the final detection box **in the caller's image pixels** (after section 5's
 #    `resize_boxes`), not the proposal and not the resized image's box;
-# 2. like torchvision, `masks.py` first **pads** the 28×28 mask with a ring of zeros (30×30) and grows
-#    the box by 30/28 about its centre, so the 28 inner cells still cover exactly the box and the zero
-#    ring falls just outside it; the grown box is cut to whole pixels (truncation), and the padded mask
-#    is resized to `x2 − x1 + 1` by `y2 − y1 + 1` pixels. The mask thus fades to 0 across the box edge
-#    instead of stopping in a hard step;
+# 2. the 28×28 mask is first **padded** with a ring of zeros (30×30) and the box grown by 30/28 about its
+#    centre; the grown box is cut to **whole pixels** by truncation (`.to(torch.int64)`), and the padded
+#    mask is resized to `x2 − x1 + 1` by `y2 − y1 + 1` pixels (pixels x1..x2 *inclusive*, one more than
+#    the box's width) and placed at pixel (x1, y1). The truncation and the +1 move the cells off the float
+#    box by up to a pixel; the zero ring makes the mask fade to 0 across the box edge instead of stopping
+#    in a hard step;
 # 3. the model returns the pasted **probabilities**; the 0.5 threshold is applied by the reader (the
 #    evaluation in notebook 11, `draw_instances`), as in torchvision.
 #
@@ -537,44 +530,96 @@ assert torch.equal(pasted, output["masks"])
 assert torch.allclose(pasted, tv_pasted, atol=1e-5)
 
 # %% [markdown]
-# What the pad changes. A plain reading of "resize to the box" — interpolate the 28×28 mask straight to
-# the whole-pixel box, no pad — spreads the 28 cells over the truncated box plus one pixel, where the
-# padded paste spreads them over the exact box; and where the mask touches the box edge, the plain
-# version keeps the edge cells at full strength up to the edge. The two disagree by a fraction of a
-# pixel, so their 0.5 decisions differ along the object's outline. We paste our best detection both
-# ways and count the pixels decided differently; we expect a broken one-pixel line along the outline,
-# a few dozen pixels out of several hundred.
+# **Where do the 28 cells land?** Bilinear resizing with `align_corners=False` stretches the 30 padded
+# cells evenly over the n = x2 − x1 + 1 whole pixels of the grown box, so padded cell c covers image
+# x from x1 + c·n/30 to x1 + (c+1)·n/30, and the 28 inner cells cover x1 + n/30 to x1 + 29·n/30. A
+# plain reading of "resize to the box" — interpolate the 28×28 mask straight to the truncated box, no
+# pad — spreads the 28 cells over pixels int(x1)..int(x2), that is from int(x1) to int(x2) + 1. We
+# work both out for detection 0, along x and y, next to the float box. (Neither gives the box: expect
+# differences of up to a pixel at either end.)
+
+# %%
+def cells_span(lo, hi, pad):
+    """Image interval covered by the 28 mask cells along one axis, box edges lo..hi, torchvision's paste."""
+    if pad:
+        centre, half = (lo + hi) / 2, (hi - lo) / 2 * 30 / 28
+        a, b = int(centre - half), int(centre + half)  # the grown box, truncated
+        return a + (b - a + 1) / 30, a + 29 * (b - a + 1) / 30  # cells 1..28 of the 30
+    return float(int(lo)), float(int(hi) + 1)  # 28 cells over pixels int(lo)..int(hi)
+
+
+bx1, by1, bx2, by2 = det_boxes[d].tolist()
+for axis, lo, hi in (("x", bx1, bx2), ("y", by1, by2)):
+    padded, plain = cells_span(lo, hi, pad=True), cells_span(lo, hi, pad=False)
+    print(f"{axis}: box {lo:6.2f} .. {hi:6.2f} | padded paste {padded[0]:6.2f} .. {padded[1]:6.2f} "
+          f"| no pad {plain[0]:6.2f} .. {plain[1]:6.2f}")
+# Test the formula on the library's paste: a mask whose right half (columns 14..27) is 1 must switch
+# to > 0.5 at the middle of the padded span, at the first pixel whose centre lies right of it.
+half_mask = (torch.arange(28) >= 14).float().expand(28, 28)  # (28, 28)
+row = masks_module.paste_masks_in_image(half_mask[None, None], det_boxes[d][None], (128, 128))[0, 0, int(by1 + by2) // 2]  # (128,)
+middle = sum(cells_span(bx1, bx2, pad=True)) / 2
+assert int(torch.nonzero(row > 0.5)[0]) == int(np.floor(middle - 0.5)) + 1
+
+# %% [markdown]
+# **Common mistake: "the zero pad makes the 28 cells cover exactly the box".** It is a tempting reading
+# of the 30/28 growth (this notebook's first edition said it too). The printed spans say otherwise: both
+# pastes inherit the truncation and the +1, and both put the cells off the float box, each edge by up
+# to 0.8 px. Neither is closer everywhere: the padded cells are nearer at the left and the top (67.63
+# and 24.60 for the box's 67.74 and 24.75, against 67.00 and 24.00 without pad), the plain ones at the
+# right and the bottom (113.00 and 69.00 for the box's 112.96 and 68.60, against 113.37 and 69.40
+# with the pad). What the pad changes is the **values at the edge**: with it, the outermost mask cells
+# are interpolated towards 0 across the last half cell, without it they stay at full strength up to the
+# edge of the pasted patch. The exact alternative
+# exists: Detectron2 pastes with `grid_sample`, mapping each pixel centre x + 0.5 to the mask
+# coordinate 28·(x + 0.5 − x1)/(x2 − x1) of the float box, so its 28 cells land on x1..x2 exactly. Below,
+# the three pastes of detection 0, binarised at 0.5, and the pixels on which they disagree.
 
 # %%
 def paste_without_pad(mask_28, box, size):
     """'Resize the 28x28 mask to the box' taken literally: whole-pixel box, no zero ring. (28, 28) -> (h, w)."""
-    x1, y1, x2, y2 = box.to(torch.int64).tolist()
-    h, w = y2 - y1 + 1, x2 - x1 + 1
-    resized = F.interpolate(mask_28[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]  # (h, w)
+    x1, y1, x2, y2 = box.to(torch.int64).tolist()  # inside the image here: no clipping needed
+    resized = F.interpolate(mask_28[None, None], size=(y2 - y1 + 1, x2 - x1 + 1), mode="bilinear", align_corners=False)
     out = torch.zeros(size)  # (H, W)
-    out[y1:y1 + h, x1:x1 + w] = resized[: size[0] - y1, : size[1] - x1]
+    out[y1:y2 + 1, x1:x2 + 1] = resized[0, 0]
     return out
 
 
-naive = paste_without_pad(det_masks_28[d, 0], det_boxes[d], (128, 128))  # (128, 128)
-differs = (naive > 0.5) != binary[d]  # (128, 128)
-print(f"detection {d}: {int(binary[d].sum())} mask pixels with the pad, {int((naive > 0.5).sum())} without; "
-      f"{int(differs.sum())} pixels decided differently")
-assert naive.shape == differs.shape == (128, 128)
+def paste_exact(mask_28, box, size):
+    """Detectron2's way: sample the mask at every pixel centre, in the float box's coordinates. -> (H, W)."""
+    ys, xs = torch.arange(size[0]) + 0.5, torch.arange(size[1]) + 0.5  # (H,), (W,) pixel centres
+    gx = (xs - box[0]) / (box[2] - box[0]) * 2 - 1  # (W,) -1 .. 1 over the box
+    gy = (ys - box[1]) / (box[3] - box[1]) * 2 - 1  # (H,)
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    return F.grid_sample(mask_28[None, None], grid[None], align_corners=False)[0, 0]  # (H, W), 0 outside
+
+
+naive = paste_without_pad(det_masks_28[d, 0], det_boxes[d], (128, 128)) > 0.5  # (128, 128)
+exact = paste_exact(det_masks_28[d, 0], det_boxes[d], (128, 128)) > 0.5  # (128, 128)
+differs = naive != binary[d]  # (128, 128)
+print(f"detection {d}: mask pixels {int(binary[d].sum())} padded (the model's), {int(naive.sum())} without pad, "
+      f"{int(exact.sum())} exact; the model's disagrees with no pad on {int(differs.sum())}, "
+      f"with exact on {int((exact != binary[d]).sum())} pixels")
+assert naive.shape == exact.shape == differs.shape == (128, 128)
+row_exact = paste_exact(half_mask, det_boxes[d], (128, 128))[int(by1 + by2) // 2]  # (128,) section's half mask
+assert int(torch.nonzero(row_exact > 0.5)[0]) == int(np.floor((bx1 + bx2) / 2 - 0.5)) + 1  # switches at the box's centre
 
 # %% [markdown]
 # The whole journey of the best detection's mask: its 28×28 probabilities in box coordinates; pasted
 # into the image (the detection box solid, the grown box dotted) — still soft, fading across the box
-# edge; binarised at 0.5 with the ground-truth outline for comparison; and the rim where skipping the
-# pad would change the answer.
+# edge; binarised at 0.5 with the ground-truth outline for comparison; and the pixels where the paste
+# without pad, or the exact one, would decide otherwise: a broken line along the outline. Its pattern
+# follows from the printed spans: the black pixels sit at the left and the top, where the cells without
+# pad start at 67.00 and 24.00, before the padded ones, and so paint a column and a row more; the red
+# ones sit mostly at the right and the bottom, where the padded cells reach 113.37 and 69.40, past the
+# float box (112.96, 68.60) that the exact paste keeps to.
 
 # %%
 gt_match = int(box_iou(det_boxes[d][None], gt_boxes).argmax())  # the GT object under detection d
 x1, y1, x2, y2 = det_boxes[d].tolist()
 view = dict(xlim=(x1 - 6, x2 + 6), ylim=(y2 + 6, y1 - 6))
-fig, axes = plt.subplots(1, 4, figsize=(12, 3.4), layout="constrained")
+fig, axes = plt.subplots(1, 4, figsize=(12, 4.0), layout="constrained")
 im = axes[0].imshow(det_masks_28[d, 0].numpy(), cmap="viridis", vmin=0, vmax=1)
-axes[0].set(title="28×28 mask (box coordinates)", xlabel="mask column", ylabel="mask row")
+axes[0].set(title=f"detection {d} ({class_names[int(det_labels[d])]}): 28×28 mask", xlabel="mask column", ylabel="mask row")
 axes[1].imshow(pasted[d, 0].numpy(), cmap="viridis", vmin=0, vmax=1)
 draw_boxes(axes[1], None, det_boxes[d][None], color="white", linewidth=1.2)
 draw_boxes(axes[1], None, masks_module.expand_boxes(det_boxes[d][None], 30 / 28), color="white", linewidth=1.0)
@@ -584,13 +629,18 @@ axes[2].imshow(to_numpy_image(image))
 axes[2].imshow(np.where(binary[d].numpy(), 1.0, np.nan), cmap="autumn", alpha=0.6, vmin=0, vmax=1)
 axes[2].contour(gt_masks[gt_match].numpy(), levels=[0.5], colors="white", linewidths=1.2)
 axes[2].set(title="> 0.5 (white: GT outline)", **view)
-axes[3].imshow(differs.numpy(), cmap="gray_r")
-axes[3].set(title=f"no pad: {int(differs.sum())} pixels flip", **view)
+disagree = np.zeros((128, 128, 3))  # white; black: no pad differs; red: exact differs
+disagree[:] = 1
+disagree[differs.numpy()] = 0
+disagree[(exact != binary[d]).numpy()] = (0.85, 0.1, 0.1)
+axes[3].imshow(disagree)
+axes[3].set(title="decided otherwise by:", **view)
+axes[3].legend(handles=[Patch(color="black", label="no pad"), Patch(color=(0.85, 0.1, 0.1), label="exact")],
+               loc="center", fontsize=8)
 for ax in axes[1:]:
     ax.set_axis_on()
     ax.set(xlabel="x (image pixels)", ylabel="y (image pixels)")
-fig.colorbar(im, ax=axes[:2].tolist(), label="mask probability", shrink=0.85)
-fig.suptitle(f"Detection {d} ({class_names[int(det_labels[d])]}): from 28×28 to the image")
+fig.colorbar(im, ax=axes[:2].tolist(), label="mask probability", location="bottom", shrink=0.5, aspect=30)
 plt.show()
 
 # %% [markdown]
@@ -604,16 +654,56 @@ plt.show()
 # | failure | test | stage to blame |
 # |---|---|---|
 # | **wrong class** | a detection has box IoU ≥ 0.5 with an object of another class, and < 0.5 with every object of its own class | the classifier |
-# | **merged neighbours** | a detection covers ≥ 70% of the boxes of two or more objects but has IoU < 0.5 with each of them | the RPN proposed the group, NMS cannot remove it |
-# | **cut-off or bad mask** | right class and box IoU ≥ 0.5, but mask IoU more than 0.2 below box IoU | the box if much of the object lies outside it (the paste cuts the mask off at the box), else the mask head |
-# | **missed object** | no detection of any class at IoU ≥ 0.5 | RPN recall if no proposal reaches IoU 0.5, else the classifier's score |
+# | **merged neighbours** | a detection covers ≥ 70% of the boxes of two or more objects but has IoU < 0.5 with each of them | the box classifier: such a box was a background RoI in training (IoU < 0.5 with every object), yet scored high |
+# | **cut-off or bad mask** | right class and box IoU ≥ 0.5, but mask IoU more than 0.2 below box IoU | the box if much of the object lies outside it (the paste cuts the mask off at the box), or a box on an occluding neighbour; else the mask head |
+# | **missed object** | no detection of any class at IoU ≥ 0.5 | RPN recall if no proposal reaches IoU 0.5, else the second stage (its score or its box) |
 #
-# We run the stages separately so that the proposals are kept for the last test. (One batch of 100
-# images; the batched convolutions add up in a different order than for one image, so these numbers can
-# differ from single-image runs in the last bits.)
+# A detection gets one verdict, the first test it fails in this order; one that passes them all is
+# **right**, and one near no object and no group of objects is **other**. The tests live in
+# `mrcnn_teach/failures.py` (`judge_image` for one image, `find_failures` for many), tested in
+# `tests/test_failures.py`.
+#
+# **Our walkthrough image first.** The funnel of section 4 ended with the detections a user sees; here
+# they are with their masks, each with its verdict, computed.
 
 # %%
+from mrcnn_teach.failures import draw_failure_gallery, find_failures, judge_image, worst_cases
+
 SCORE, IOU = 0.5, 0.5
+verdicts, missed_here = judge_image(output, target, proposals, SCORE, IOU)
+for v in verdicts:
+    about = f"on the {class_names[int(gt_labels[v['gt'][0]])]} (GT {v['gt'][0]}), box IoU {v['box_iou']:.2f}" if v["gt"] else ""
+    extra = ", the object also has a right-class detection" if v.get("duplicate") else ""
+    print(f"  {class_names[v['label']]:<8} {v['score']:.2f}  {v['verdict']:<20} {about}{extra}")
+found = {g for v in verdicts if v["verdict"] in ("right", "cut-off or bad mask") for g in v["gt"]}
+print(f"objects found with their own class: {len(found)} of {G}; missed by every detection: {len(missed_here)}")
+assert len(verdicts) == int((output["scores"] >= SCORE).sum())
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), layout="constrained")
+draw_instances(axes[0], image, gt_boxes, gt_labels, masks=gt_masks, class_names=class_names)
+axes[0].set_title(f"held-out image {IMAGE_INDEX}: ground truth")
+shown = output["scores"] >= SCORE  # (D,)
+draw_instances(axes[1], image, output["boxes"][shown], output["labels"][shown], output["scores"][shown],
+               output["masks"][shown], class_names=class_names)
+wrong = [v["box"] for v in verdicts if v["verdict"] != "right"]
+if wrong:
+    draw_boxes(axes[1], None, torch.stack(wrong), color="red", linewidth=2.5)
+    axes[1].collections[-1].set_linestyle((0, (2, 2)))
+axes[1].set(xlim=(-0.5, 127.5), ylim=(127.5, -0.5))  # the whole image, as on the left
+axes[1].set_title(f"the model's output, score ≥ {SCORE}\n(red dashes: not right, verdicts printed above)")
+plt.show()
+
+# %% [markdown]
+# Read the printed verdicts with the picture. The model finds most objects with their own class and a
+# good mask. What is still wrong here is of the commonest kind on the 100 images below: **wrong-class**
+# detections, a box in the right place labelled with another class. Where the object also has its
+# right-class detection, the wrong one is a second guess that per-class NMS cannot remove (section
+# 4d); where it has none, the object is found, but under the wrong name. Now the same tests on all 100
+# held-out images. We run the stages separately so that the proposals are kept for the last test.
+# (One batch of 100 images; the batched convolutions add up in a different order than for one image,
+# so these numbers can differ from single-image runs in the last bits.)
+
+# %%
 pairs = [heldout[i] for i in range(len(heldout))]
 images100 = [im_ for im_, _ in pairs]
 targets100 = [t for _, t in pairs]
@@ -623,87 +713,12 @@ with torch.no_grad():
     proposals100, _ = model.rpn(batch100, sizes100, features100)  # 100 x (100, 4)
     dets100, _ = model.roi_heads(features100, proposals100, sizes100)
     outputs100 = model.transform.postprocess(dets100, sizes100, [tuple(im_.shape[-2:]) for im_ in images100])
-assert batch100.shape == (100, 3, 128, 128) and len(outputs100) == 100
-assert all(p_.shape == (100, 4) for p_ in proposals100)
-assert all(o["masks"].shape[1:] == (1, 128, 128) for o in outputs100)
-
-# %% [markdown]
-# Three small helpers (how much of a box lies inside another, the IoU of binary masks, how much of a
-# mask lies outside a box) and one loop over the images that applies the table's tests. It prints how
-# many of each kind it finds, then splits two of them further. With a classifier this young, expect the
-# wrong classes to dominate.
-
-
-# %%
-def covered_fraction(boxes_a, boxes_b):
-    """Fraction of each box b's area that lies inside each box a: (A, 4), (B, 4) -> (A, B)."""
-    top_left = torch.max(boxes_a[:, None, :2], boxes_b[None, :, :2])  # (A, B, 2)
-    bottom_right = torch.min(boxes_a[:, None, 2:], boxes_b[None, :, 2:])  # (A, B, 2)
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=2)  # (A, B)
-    area_b = (boxes_b[:, 2:] - boxes_b[:, :2]).prod(dim=1)  # (B,)
-    return inter / area_b[None, :]  # (A, B)
-
-
-def mask_ious(masks_a, masks_b):
-    """IoU of every pair of binary masks: (A, H, W), (B, H, W) -> (A, B)."""
-    a, b = masks_a.flatten(1).float(), masks_b.flatten(1).float()  # (A, HW), (B, HW)
-    inter = a @ b.T  # (A, B)
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter  # (A, B)
-    return inter / union.clamp(min=1)  # (A, B)
-
-
-def outside_fraction(mask, box):
-    """Fraction of a binary mask's pixels whose centres lie outside the box: (H, W), (4,) -> float."""
-    ys = torch.arange(mask.shape[0]) + 0.5  # (H,) pixel centres
-    xs = torch.arange(mask.shape[1]) + 0.5  # (W,)
-    inside = ((ys >= box[1]) & (ys <= box[3]))[:, None] & ((xs >= box[0]) & (xs <= box[2]))[None, :]  # (H, W)
-    return float((mask & ~inside).sum() / mask.sum().clamp(min=1))
-
-
-failures = {"wrong class": [], "merged neighbours": [], "cut-off or bad mask": [], "missed object": []}
-for i, (out, tgt, props) in enumerate(zip(outputs100, targets100, proposals100)):
-    shown = out["scores"] >= SCORE  # (D_i,) what a user sees
-    boxes_i, labels_i, scores_i = out["boxes"][shown], out["labels"][shown], out["scores"][shown]
-    masks_i = out["masks"][shown][:, 0] > 0.5  # (d, H, W)
-    gb, gl, gm = tgt["boxes"], tgt["labels"], tgt["masks"].bool()  # (G, 4), (G,), (G, H, W)
-    iou = box_iou(boxes_i, gb)  # (d, G)
-    same = labels_i[:, None] == gl[None, :]  # (d, G)
-    miou = mask_ious(masks_i, gm)  # (d, G)
-    cover = covered_fraction(boxes_i, gb)  # (d, G)
-    found_right = ((iou >= IOU) & same).any(dim=0)  # (G,) objects that also have a right-class detection
-    for j in range(len(boxes_i)):
-        det = dict(image=i, box=boxes_i[j], label=int(labels_i[j]), score=float(scores_i[j]), mask=masks_i[j])
-        right = (iou[j] >= IOU) & same[j]  # (G,) objects this detection gets right
-        if not right.any() and ((iou[j] >= IOU) & ~same[j]).any():
-            g = int((iou[j] * ~same[j]).argmax())
-            failures["wrong class"].append({**det, "gt": [g], "severity": det["score"],
-                                            "duplicate": bool(found_right[g]),
-                                            "note": f"{class_names[det['label']]} {det['score']:.2f} on a "
-                                                    f"{class_names[int(gl[g])]}\n(box IoU {float(iou[j, g]):.2f})"})
-        many = torch.nonzero(cover[j] >= 0.7).squeeze(1)  # (m,) objects mostly inside this box
-        if len(many) >= 2 and float(iou[j].max()) < IOU:
-            failures["merged neighbours"].append({**det, "gt": many.tolist(), "severity": det["score"],
-                                                  "note": f"{class_names[det['label']]} {det['score']:.2f} over "
-                                                          f"{len(many)} objects\n(best box IoU {float(iou[j].max()):.2f})"})
-        if right.any():
-            g = int((iou[j] * right).argmax())
-            gap = float(iou[j, g] - miou[j, g])
-            if gap > 0.2:
-                failures["cut-off or bad mask"].append({**det, "gt": [g], "severity": gap, "box_iou": float(iou[j, g]),
-                                                 "mask_iou": float(miou[j, g]),
-                                                 "outside": outside_fraction(gm[g], boxes_i[j])})
-    for g in range(len(gb)):
-        if not (iou[:, g] >= IOU).any():
-            best_proposal = box_iou(props, gb[g][None])[:, 0]  # (N,)
-            failures["missed object"].append(dict(image=i, gt=[g], severity=-float(best_proposal.max()),
-                                                  proposal=props[int(best_proposal.argmax())],
-                                                  proposal_iou=float(best_proposal.max())))
-
+failures = find_failures(outputs100, targets100, proposals100, SCORE, IOU)
 num_objects = sum(len(t["boxes"]) for t in targets100)
 num_shown = sum(int((o["scores"] >= SCORE).sum()) for o in outputs100)
 print(f"100 images, {num_objects} objects, {num_shown} detections with score >= {SCORE}")
-for kind, found in failures.items():
-    print(f"  {kind:<20} {len(found):4d}")
+for kind, found_ in failures.items():
+    print(f"  {kind:<20} {len(found_):4d}")
 duplicates = sum(f["duplicate"] for f in failures["wrong class"])
 print(f"  wrong class on an object that also has a right-class detection: {duplicates}, "
       f"on an object with none: {len(failures['wrong class']) - duplicates}")
@@ -713,155 +728,181 @@ for f in failures["cut-off or bad mask"]:
 missed = failures["missed object"]
 by_rpn = sum(m["proposal_iou"] < IOU for m in missed)
 print(f"  missed objects with no proposal at IoU >= {IOU} (RPN recall): {by_rpn}; "
-      f"with one, but scored < {SCORE} (classifier): {len(missed) - by_rpn}")
+      f"with one, but no detection (the second stage): {len(missed) - by_rpn}")
+assert batch100.shape == (100, 3, 128, 128) and all(p_.shape == (100, 4) for p_ in proposals100)
+assert set(failures) == {"wrong class", "merged neighbours", "cut-off or bad mask", "missed object"}
+
+# %% [markdown]
+# "A proposal, but no detection" does not yet say why. The classifier's softmax row over the K+1
+# classes for the best proposal of each such missed object tells: is the probability spread over the
+# classes, or did the background take it? Where a class does pass 0.5, we also decode that class's box
+# from the proposal, and look for the detection of the same class that overlaps it most: NMS may have
+# removed it in favour of a higher-scoring box.
+
+# %%
+rows_ = []
+for m in missed:
+    if m["proposal_iou"] >= IOU:
+        i = m["image"]
+        with torch.no_grad():
+            logits_m, deltas_m = rh.box_logits([f_[i:i + 1] for f_ in features100], [m["proposal"][None]], [sizes100[i]])
+        rows_.append(F.softmax(logits_m, dim=-1)[0])  # (K+1,)
+        gt_name = class_names[int(targets100[i]["labels"][m["gt"][0]])]
+        note = ""
+        if float(rows_[-1][1:].max()) > SCORE:
+            k = 1 + int(rows_[-1][1:].argmax())
+            moved = rh.box_coder.decode(deltas_m.reshape(1, K + 1, 4), m["proposal"][None])[0, k]  # (4,)
+            out_i = outputs100[i]
+            higher = (out_i["labels"] == k) & (out_i["scores"] > rows_[-1][k])  # (D_i,) could have suppressed it
+            rivals = box_iou(moved[None], out_i["boxes"])[0] * higher  # (D_i,)
+            j = int(rivals.argmax())
+            its = box_iou(out_i["boxes"][j][None], targets100[i]["boxes"])[0]  # (G_i,) the rival on each object
+            note = (f"\n      -> its {class_names[k]} box: IoU {float(box_iou(moved[None], targets100[i]['boxes'][m['gt']])):.2f}"
+                    f" with the object, {float(rivals[j]):.2f} with a {class_names[k]} {float(out_i['scores'][j]):.2f} detection"
+                    f" whose best object is a {class_names[int(targets100[i]['labels'][its.argmax()])]} (IoU {float(its.max()):.2f})")
+        print(f"  image {i:2d}, a {gt_name:<8} (proposal IoU {m['proposal_iou']:.2f}): "
+              + " ".join(f"{class_names[k]} {float(rows_[-1][k]):.2f}" for k in range(K + 1)) + note)
+rows_ = torch.stack(rows_)  # (M, K+1)
+bg_wins = int((rows_.argmax(dim=1) == 0).sum())
+print(f"background is the most likely class for {bg_wins} of {len(rows_)}; a foreground class "
+      f"above {SCORE} for {int((rows_[:, 1:].max(dim=1).values > SCORE).sum())}")
+assert torch.allclose(rows_.sum(dim=1), torch.ones(len(rows_)), atol=1e-5)
 
 # %% [markdown]
 # For each kind we draw the worst case: the highest-scoring wrong-class and merged detections, the
 # largest gap between box and mask IoU, and the missed object whose best proposal came least close.
-# Top row: the ground truth around the spot; bottom row: what the model reported there (for the missed
-# object: the best of its 100 proposals, dashed yellow).
+# Top row: the ground truth around the spot (boxes only, so that each object keeps its own colour in
+# both rows); bottom row: that one detection, with its score and mask (for the missed object: the
+# best of its 100 proposals, dashed yellow).
 
 # %%
-worst = {kind: max(found, key=lambda f: f["severity"]) for kind, found in failures.items() if found}
+worst = worst_cases(failures)
 assert set(worst) == set(failures), "every kind of failure should occur at least once in 100 images"
-
-
-def region(boxes, margin=10):
-    """The (xlim, ylim) that show all `boxes` (n, 4) with a margin, y pointing down."""
-    lo = (boxes[:, :2].min(dim=0).values - margin).clamp(min=0)
-    hi = (boxes[:, 2:].max(dim=0).values + margin).clamp(max=128)
-    return (float(lo[0]), float(hi[0])), (float(hi[1]), float(lo[1]))
-
-
-fig, axes = plt.subplots(2, 4, figsize=(12, 6.4), layout="constrained")
-for col, (kind, f) in enumerate(worst.items()):
-    img, tgt = pairs[f["image"]]
-    gts = torch.tensor(f["gt"])
-    shown_box = f["box"] if "box" in f else f["proposal"]
-    xlim, ylim = region(torch.cat([tgt["boxes"][gts], shown_box[None]]))
-    draw_instances(axes[0, col], img, tgt["boxes"], tgt["labels"], masks=tgt["masks"], class_names=class_names)
-    axes[0, col].set_title(f"{kind}\nimage {f['image']}: ground truth", fontsize=10)
-    ax = axes[1, col]
-    if "box" in f:
-        draw_instances(ax, img, f["box"][None], torch.tensor([f["label"]]), torch.tensor([f["score"]]),
-                       f["mask"][None], class_names=class_names)
-    else:
-        draw_boxes(ax, img, f["proposal"][None], color="yellow", linewidth=1.5)
-        ax.collections[-1].set_linestyle("--")
-    draw_boxes(ax, None, tgt["boxes"][gts], color="white", linewidth=1.0)
-    ax.collections[-1].set_linestyle(":")
-    if kind == "wrong class" or kind == "merged neighbours":
-        note = f["note"]
-    elif kind == "cut-off or bad mask":
-        note = (f"{class_names[f['label']]} {f['score']:.2f}: box IoU {f['box_iou']:.2f}, mask IoU "
-                f"{f['mask_iou']:.2f}\n{100 * f['outside']:.0f}% of the object outside the box")
-    else:
-        note = f"best proposal IoU {f['proposal_iou']:.2f}:\nno detection at IoU >= {IOU}"
-    ax.set_title(note, fontsize=8.5)
-    for a in axes[:, col]:
-        a.set_xlim(*xlim)
-        a.set_ylim(*ylim)
-fig.legend(handles=[Line2D([], [], color="black", ls=":", lw=1, label="GT box of the object(s) concerned"),
-                    Line2D([], [], color="gold", ls="--", lw=1.5, label="best proposal (missed object)")],
-           loc="outside lower center", ncol=2, fontsize=9)
-fig.suptitle(f"The worst failure of each kind on 100 held-out images (detections with score ≥ {SCORE})")
+draw_failure_gallery(worst, pairs, class_names, SCORE, IOU)
 plt.show()
 
 # %% [markdown]
 # What each column says, and which stage to blame (the cases are picked by the code, so the words below
 # describe the saved run):
 #
-# - **Wrong class — the classifier.** The box is good (IoU ≥ 0.5 with the object) and so is the mask,
-#   but the softmax put most of its mass on the wrong class. It is the most common failure of the
-#   700-step model, and nearly all of these detections are second guesses: they sit on an object that
-#   is *also* detected with its right class (the two counts printed above). NMS runs per class, so a
+# - **Wrong class — the classifier.** The box is good (IoU ≥ 0.5 with the object) and the mask usually
+#   is too (as in the picture), but the softmax put most of its mass on the wrong class. It is the most
+#   common failure of the 700-step model, and most of these detections are second guesses: they sit on
+#   an object that is *also* detected with its right class (the two counts printed above). NMS runs per class, so a
 #   circle box cannot suppress the square box on the same object (section 4d). Longer training
-#   sharpens the classifier; a class-agnostic NMS would only hide the symptom. The mask is still the
-#   object's own shape: in the saved run the circle channel draws a square.
+#   sharpens the classifier; section 9 measures what a class-agnostic NMS, which would remove them,
+#   does to the AP.
 # - **Merged neighbours — the box classifier.** A proposal that spans several neighbouring objects is
 #   nothing unusual: the RPN proposes many boxes around every group, and most of them are discarded.
 #   This one survived because the box head, which sees object-like features inside it, gave it a high
 #   class score instead of calling it background; NMS cannot help, since the large box overlaps each
 #   object's own, tighter box by less than 0.5. It is rare for this model (the count above).
-# - **Cut-off or bad mask — the box, or the mask head.** The box is right (IoU ≥ 0.5) but the mask is
-#   not. When a large share of the object lies outside the predicted box, the box is to blame: the paste
-#   puts zeros outside the box (section 7), so the mask is cut off at its edge. The printed list gives the
-#   share outside the box for every case: in the worst case of the saved run most of the object lies
-#   outside a box that barely reaches IoU 0.5, so the box is to blame; where only a few percent lie
-#   outside, the mask head itself painted the wrong pixels, usually where one shape hides part of another.
+# - **Cut-off or bad mask — the box, or the mask head.** The box matches the object (IoU ≥ 0.5) but the
+#   mask does not. The paste puts zeros outside the box (section 7), so a mask cannot reach the object's
+#   pixels outside it: with a share s of them outside, its mask IoU is at most 1 − s. The worst case of
+#   the saved run (image 40) is not cut off by the paste, though: it is a box on the wrong object. The
+#   circle is half hidden by a square; the circle detection sits on the square, reaches IoU 0.53 with the
+#   circle's box only because the two boxes overlap, and its mask paints the square (mask IoU 0.05 with
+#   the circle, below the 0.25 that the circle's pixels inside the box would allow). The 75% of the
+#   circle outside the box are its visible parts around the square: they come from the occlusion, not
+#   from the paste. Image 28 is of the same kind (a square detection whose box and mask lie mostly on a
+#   neighbouring circle; its 17% outside cannot explain a mask IoU of 0.11). In the other six cases of
+#   the printed list at most 6% of the object lies outside the box, far too little to explain the gap:
+#   there the mask head itself painted the wrong pixels inside a well-placed box.
 # - **Missed object — RPN recall (or a low score).** No reported detection covers the object. When none of
 #   the 100 proposals reaches IoU 0.5 with it, the second stage never had a chance: the heads can only
 #   refine and classify what the RPN proposes (notebook 04, recall against N). Most missed objects,
-#   though, did have a proposal (the last printed line), and failed at the score threshold of 0.5: no
-#   class's probability reached it.
+#   though, did have a proposal (the printed split), and the softmax rows above say what the second
+#   stage did with it. In most of them the **background** holds the largest share: the classifier took
+#   the object for background (in the saved run these are mostly shapes partly hidden by another), not
+#   "split its probability among the classes". Where a class did pass 0.5 with a box on the object, a
+#   detection of the *same* class with a higher score overlaps that box by more than the NMS threshold,
+#   yet does not match the object well itself (the printed box IoUs): per-class NMS removed the right
+#   box in favour of a neighbour's wrong one.
 #
-# ## 9. The `predict` command line
+# ## 9. Turning the knobs
 #
-# The package has a command line (`python -m mrcnn_teach`, see `cli.py`) whose `predict` command runs a
-# saved checkpoint on image files. Its source is short: read the images, load the model, run it on each
-# image, draw the detections with `score >= --score-thresh` (default 0.5), and save `NAME.png` into the
-# `--out` folder.
+# The thresholds of section 1 are attributes of the RoI heads (`rh.score_thresh`, `rh.nms_thresh`), so
+# we can set them and measure what they do on the 100 held-out images: the detections per image (each
+# one costs a run of the mask branch, section 6) and the box and mask AP, computed with notebook 11's
+# COCO evaluation (`evaluate.dataset_to_coco` and `evaluate.evaluate_predictions`). Two facts keep the
+# grid cheap, and exact: a higher score threshold gives the same detections as filtering the output of a
+# lower one (the threshold comes before NMS, and NMS never lets a lower-scored box remove a higher one),
+# so one model run per NMS threshold suffices; and **class-agnostic** NMS — boxes of different classes
+# suppress each other too — is one more NMS over each image's output.
+#
+# What to expect: raising the score threshold can only *lower* AP, since the detections it removes sit
+# at the end of each class's ranking, where they add recall and cannot lower the precision before them
+# (the precision envelope of notebook 11). That is why inference keeps everything above 0.05 and lets the
+# reader of the output (the `predict` picture, a user) apply 0.5.
 
 # %%
-show_source(cli.cmd_predict)
+from mrcnn_teach import evaluate
 
-# %% [markdown]
-# We save our held-out image as a PNG in a temporary folder, point the command at the cached checkpoint
-# of the trained model (`mrcnn_teach.pretrained.checkpoint_path()`), and run it in a fresh Python process,
-# exactly as from a terminal. For each input image it writes two files named after it: `NAME.png`, the
-# picture, and `NAME.json`, every detection (box, class, score, mask area) for a program to read. It
-# refuses an `--out` folder that holds the input PNG, since the picture would overwrite it; we use a
-# separate `preds/` folder. The printed text hides the temporary folder and the cache folder behind
-# `<tmp>` and `<cache>`.
+coco_gt = evaluate.dataset_to_coco(heldout)
 
-# %%
-ckpt = checkpoint_path()  # the cached checkpoint trained_shapes_model() loaded
-assert ckpt.exists()
-pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8)  # (128, 128, 3) what a PNG can hold
-with tempfile.TemporaryDirectory() as tmp:
-    tmp = Path(tmp)
-    png, out_dir = tmp / "shapes_1.png", tmp / "preds"
-    Image.fromarray(pixels.numpy()).save(png)
-    command = [sys.executable, "-m", "mrcnn_teach", "predict", "--checkpoint", str(ckpt), str(png), "--out", str(out_dir)]
-    # The notebook's inline plotting backend must not leak into the child process: plain Agg there.
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
 
-    def hide(text):
-        return text.replace(str(tmp), "<tmp>").replace(str(ckpt.parent), "<cache>").strip()
+def outputs_with_nms(nms_thresh):
+    """The model's outputs on the 100 held-out images with another NMS threshold (score threshold 0.05)."""
+    saved, rh.nms_thresh = rh.nms_thresh, nms_thresh
+    with torch.no_grad():
+        outs = model(images100)
+    rh.nms_thresh = saved
+    return outs
 
-    print("$", hide(" ".join(["python"] + command[1:])))
-    print("exit code:", result.returncode)
-    print(hide(result.stdout))
-    if result.stderr.strip():
-        print("stderr:", hide(result.stderr))
-    written = sorted(f.name for f in out_dir.iterdir())
-    print("files in <tmp>/preds:", written)
-    picture = np.asarray(Image.open(out_dir / "shapes_1.png").convert("RGB"))  # (h, w, 3)
-    listed = json.loads((out_dir / "shapes_1.json").read_text())
-print("shapes_1.json:", {k: listed[k] for k in ("image", "height", "width")}, f"and {len(listed['detections'])} detections;")
-for det in listed["detections"][:3]:
-    print("   ", det)
-assert result.returncode == 0 and written == ["shapes_1.json", "shapes_1.png"]
-assert picture.ndim == 3 and picture.shape[2] == 3
 
-# %% [markdown]
-# The command saw the PNG's 8-bit pixels, not our float image, so we check it against the model on the
-# same pixels: the title of its picture should count as many instances as the next line, and the JSON
-# should list every detection the model returns.
+def measure(outputs, score_thresh, nms_thresh, class_agnostic=False):
+    """(detections per image, box AP, mask AP) of `outputs` kept above score_thresh [+ class-agnostic NMS].
+
+    nms_thresh: the NMS threshold `outputs` were made with (runs[nms_thresh]); class_agnostic=True adds
+    one more NMS over all classes' boxes at that same threshold.
+    """
+    kept = [{k: v[o["scores"] > score_thresh] for k, v in o.items()} for o in outputs]
+    if class_agnostic:
+        kept = [{k: v[nms_module.nms(o["boxes"], o["scores"], nms_thresh)] for k, v in o.items()} for o in kept]
+    ap = evaluate.evaluate_predictions(coco_gt, dict(enumerate(kept)))
+    return sum(len(o["scores"]) for o in kept) / len(kept), ap["bbox"]["AP"], ap["segm"]["AP"]
 
 # %%
+score_grid, nms_grid = (0.05, 0.3, 0.5, 0.7), (0.3, 0.5, 0.7)
+runs = {t: outputs_with_nms(t) for t in nms_grid}
+table = {(s, t): measure(runs[t], s, t) for t in nms_grid for s in score_grid}
+print("per-class NMS: detections per image / box AP / mask AP on 100 held-out images")
+print("score >" + "".join(f"{'NMS ' + str(t):>24}" for t in nms_grid))
+for s in score_grid:
+    print(f"{s:<7}" + "".join(f"{table[s, t][0]:>10.2f} /{table[s, t][1]:.3f} /{table[s, t][2]:.3f}" for t in nms_grid))
+agnostic = measure(runs[0.5], 0.05, 0.5, class_agnostic=True)
+print(f"class-agnostic NMS 0.5, score > 0.05: {agnostic[0]:.2f} / {agnostic[1]:.3f} / {agnostic[2]:.3f}")
+# The shortcut is exact: the model run with score threshold 0.5 gives the filtered detections.
 with torch.no_grad():
-    from_png = model([pixels.permute(2, 0, 1).float() / 255])[0]
-print(f"model on the PNG's pixels: {int((from_png['scores'] >= 0.5).sum())} detections with score >= 0.5")
-assert from_png["masks"].shape[1:] == (1, 128, 128)
-assert len(listed["detections"]) == len(from_png["scores"])  # the JSON lists every detection, as the model returns them
+    rh.score_thresh = 0.5
+    direct = model(images100[:10])
+    rh.score_thresh = cfg["box_score_thresh"]
+assert all(torch.allclose(a["boxes"], b["boxes"][b["scores"] > 0.5], atol=1e-4) for a, b in zip(direct, runs[0.5]))
+assert not any(n <= 3.0 and m >= 0.65 for n, _, m in [*table.values(), agnostic])  # Exercise 2's bar: not printed here
+for t in nms_grid:  # AP never rises with the score threshold
+    assert all(table[s1, t][2] >= table[s2, t][2] - 1e-9 for s1, s2 in zip(score_grid, score_grid[1:]))
 
-# %%
-fig, ax = plt.subplots(figsize=(6, 6.2), layout="constrained")
-ax.imshow(picture)
-ax.set_axis_off()
-ax.set_title("What `predict` wrote: preds/shapes_1.png", fontsize=11)
-plt.show()
+# %% [markdown]
+# What the table says, read with the printed numbers:
+#
+# - **Score threshold.** AP falls as the threshold rises, as expected, slowly up to 0.5 and faster
+#   beyond; the detections per image fall much faster. Most detections between 0.05 and 0.5 are
+#   duplicates and second guesses that a user never sees, yet each costs a mask-branch run and a few of
+#   them are true objects, which is why AP keeps them.
+# - **NMS threshold.** Between 0.3 and 0.7 it changes the count a lot and the AP little on these
+#   images. A low threshold removes more near-copies, but risks removing a second object that overlaps
+#   the first (shapes here overlap by design; section 8 found such a case). A high one lets near-copies
+#   through: each is a false positive at AP's loose IoU thresholds, but at the strict ones (up to 0.95)
+#   a near-copy can be the box that matches when the best-scored one is not tight enough; here the box
+#   AP even rises a little with the threshold (printed).
+# - **Class-agnostic NMS** removes the wrong-class second guesses (section 8's commonest failure) and
+#   with them about half of the detections — and *lowers* the AP at the same thresholds. Where the best-scored
+#   box on an object has the wrong class, per-class NMS keeps the right-class box as a second guess and
+#   AP counts it (with a lower score, but found); class-agnostic NMS deletes it. Hiding the symptom costs
+#   the objects.
+#
+# Exercise 2 asks for a setting with a budget of detections per image.
 
 # %% [markdown]
 # ## Summary
@@ -873,65 +914,163 @@ plt.show()
 # - Per-class NMS treats each class as its own detector: boxes of different classes never suppress each
 #   other, which is why one object can come out as a circle *and* a triangle.
 # - `transform.postprocess` scales the boxes back to the caller's image size.
-# - The mask branch runs on the final boxes only (Sec. 3.1): fewer, better RoIs. It predicts one 28×28
-#   mask per class, and the class chosen by the box branch picks the one used.
-# - Pasting: resize the 28×28 probabilities bilinearly into the box in the caller's pixels — after padding
-#   them with a ring of zeros and growing the box by 30/28, as torchvision does — then threshold at 0.5.
-#   The usual description is right; the pad moves the 0.5 boundary by a fraction of a pixel. The model
-#   returns the soft masks.
-# - On 100 held-out images the 700-step model's most common failure is a second guess under the wrong
-#   class (the classifier, and per-class NMS); boxes over merged neighbours (the box classifier), bad masks
-#   (a cut-off box, or the mask head) and missed objects (RPN recall, or a low score) also occur.
-# - `python -m mrcnn_teach predict --checkpoint CKPT IMAGE... --out DIR` writes one annotated PNG per image.
+# - The mask branch runs on the final boxes only (Sec. 3.1): fewer, better RoIs. The paper's branch has
+#   K masks of m×m per RoI; torchvision's and ours K+1 (channel 0 untrained). The class chosen by the box
+#   branch picks the one used.
+# - Pasting (torchvision's way): pad the 28×28 probabilities with a ring of zeros, grow the box by 30/28,
+#   truncate it to whole pixels, resize bilinearly to x2 − x1 + 1 by y2 − y1 + 1 pixels, threshold at 0.5.
+#   The truncation and the +1 put the cells up to a pixel off the float box, with or without the pad; the
+#   pad only makes the edge fade to 0. Detectron2's `grid_sample` paste is exact. The model returns the
+#   soft masks.
+# - On 100 held-out images the 700-step model's most common failure is a wrong-class detection, mostly
+#   a second guess on an object that is also found with its own class (the classifier, and per-class
+#   NMS); boxes over merged neighbours (the box classifier), bad masks (a box on an occluding neighbour,
+#   or the mask head) and missed objects (RPN recall, or a low score) also occur.
+# - Knobs: a higher score threshold only lowers AP but saves mask-branch work; the NMS threshold matters
+#   little here; class-agnostic NMS removes the wrong-class duplicates and lowers AP.
 #
 # ## Exercises
 #
-# Worked solutions are in `solutions/10_inference.py` (for teachers).
+# Worked solutions are in `solutions/10_inference.py` (for teachers). Each check cell says whether your
+# answer is right.
 #
-# **1. Per-class NMS with a loop.** Write `my_per_class_nms(boxes, scores, labels, iou_threshold)` for
-# boxes (N, 4), scores (N,), labels (N,): run the library's plain `nms_module.nms` on the boxes of each
-# class separately, and return the kept indices into the input (int64), sorted by decreasing score — the
-# same answer as `nms_module.batched_nms`, without the coordinate trick.
+# ### Exercise 1 — Predict · about 15 min: which pixels a pasted mask covers
+#
+# A detection's 28×28 mask is 1 everywhere (the box is full of object). It is pasted the library's way
+# (section 7), but with a ring of zeros p cells wide, for any p (`paste_masks_in_image(..., padding=p)`;
+# the model, like torchvision, uses p = 1): the mask is padded to (28 + 2p)×(28 + 2p), the box grown by
+# (28 + 2p)/28 about its centre and cut to whole pixels, and the padded mask resized to
+# x2 − x1 + 1 by y2 − y1 + 1 pixels there. The image is 128×128, and the pasted mask is binarised at 0.5.
+# Write `my_mask_extent(box, padding)`: for a box `(x1, y1, x2, y2)` in float image pixels (the grown box
+# stays inside the image) and the ring width p = `padding`, return the first and last column and the
+# first and last row of the pixels that end up in the mask, as whole numbers
+# `(first_col, last_col, first_row, last_row)`. Work it out with the numbers, not by pasting: the check
+# refuses an answer that calls `paste_masks_in_image`, `F.interpolate` or `expand_boxes`, and tries
+# p = 1, 2 and 3, on boxes the notebook does not show too. Then compare with the pixels whose centres lie
+# inside the float box: for which boxes do the two differ, on which side, and why?
+#
+# *Hint:* section 7 says where the padded cells land.
 
 # %%
-def my_per_class_nms(boxes, scores, labels, iou_threshold):
+def my_mask_extent(box, padding):
+    """box (x1, y1, x2, y2) floats, padding p (the zero ring's width in cells)
+    -> (first_col, last_col, first_row, last_row) of the pasted all-ones mask > 0.5."""
     raise NotImplementedError  # your code here
 
 
 # %%
-from mrcnn_teach.exercises.nb10 import check_decode_class, check_paste_one_mask, check_per_class_nms
+from mrcnn_teach.exercises.nb10 import check_inference_settings, check_mask_extent, check_postprocess
 
-check_per_class_nms(my_per_class_nms);
+check_mask_extent(my_mask_extent);
 
 # %% [markdown]
-# **2. Decode the boxes of one class.** Write `my_decode_class(box_deltas, proposals, k)`: `box_deltas` is
-# the box predictor's output (N, (K+1)·4), `proposals` (N, 4), `k` a class. Return the (N, 4) boxes of
-# class k, decoded with the weights (10, 10, 5, 5), with the log-size changes `dw`, `dh` capped at
-# $\log(1000/16)$ before the `exp` (as `BoxCoder.decode` does). No clipping.
+# ### Exercise 2 — Design · about 25 min: the knobs under a budget
+#
+# The mask branch runs once per detection. Your deployment can afford **3 detections per image on
+# average** (the defaults give more than twice that, section 9). Choose the score threshold, the NMS
+# threshold and whether NMS is class-agnostic so that the mask AP stays as high as possible within the
+# budget. Measure candidates with section 9's `outputs_with_nms` and `measure` (or your own code with
+# notebook 11's `evaluate`), then write `my_inference_settings()` returning
+# `dict(score_thresh=..., nms_thresh=..., class_agnostic=...)`. With `class_agnostic=True` the check
+# does what `measure` does: after the per-class NMS at `nms_thresh`, one more NMS over all classes'
+# boxes at the same `nms_thresh`; `measure(runs[t], s, t, class_agnostic=True)` measures it for the
+# score threshold s and an NMS threshold t of section 9's grid. The check runs the trained model with
+# your setting on the 100 held-out images and asks for at most 3.0 detections per image and a mask AP
+# of at least 0.65 (about 0.02 below the best setting it knows); a course grades it on other images too.
+# No setting printed in section 9 passes. Then defend your choice in two sentences: which knob buys the
+# most budget for the least AP, and why?
+#
+# *Hint:* the interesting settings lie between the printed ones: score thresholds between 0.5 and 0.7,
+# and class-agnostic NMS at more than one score threshold.
 
 # %%
-def my_decode_class(box_deltas, proposals, k):
+def my_inference_settings():
+    """-> dict(score_thresh=float, nms_thresh=float, class_agnostic=bool): your setting under the budget."""
     raise NotImplementedError  # your code here
 
 
 # %%
-check_decode_class(my_decode_class);
+check_inference_settings(my_inference_settings);
 
 # %% [markdown]
-# **3. Paste one mask and binarise it.** Write `my_paste_one_mask(mask, box, image_size)`: `mask` is one
-# 28×28 probability map, `box` (4,) a float box in image pixels, `image_size` (h, w). Return the (h, w)
-# boolean instance mask: pad the mask with one ring of zeros, grow the box by 30/28 about its centre, cut
-# it to whole pixels with `.to(torch.int64)`, resize the padded mask with
-# `F.interpolate(..., mode="bilinear", align_corners=False)` to `x2 − x1 + 1` by `y2 − y1 + 1` pixels, paste
-# it at `(x1, y1)` — clipped to the image, since boxes can stick out — and threshold at 0.5.
+# ### Exercise 3 — Debug · about 15 min: post-processing with one wrong line
+#
+# `buggy_postprocess` below is a compact copy of the box post-processing of section 4 for one image. It
+# runs, returns plausible detections, and has one wrong line: on real images it reports objects that
+# are not there. Find the bug (compare its scores with section 4's on our image, `class_logits`,
+# `box_deltas` and `proposals`) and write the fixed `my_postprocess` with the same arguments. The check
+# compares it with `RoIHeads.postprocess_detections` on made-up proposals (and refuses an answer that
+# calls it). Then say in one sentence which proposals the bug turns into detections.
+#
+# *Hint:* recompute its `scores` line on section 3's `class_logits`, and print the highest of those
+# scores among the proposals that section 4a's softmax calls background with probability above 0.99.
 
 # %%
-def my_paste_one_mask(mask, box, image_size):
+def buggy_postprocess(class_logits, box_deltas, proposals, image_size, score_thresh, nms_thresh, detections_per_img):
+    """One image's box post-processing (section 4) -> (boxes (D, 4), scores (D,), labels (D,)) by decreasing score.
+
+    class_logits (N, K+1), box_deltas (N, (K+1)*4), proposals (N, 4), image_size (h, w).
+    """
+    num_classes = class_logits.shape[1]  # K + 1
+    boxes = BoxCoder((10.0, 10.0, 5.0, 5.0)).decode(box_deltas.reshape(-1, num_classes, 4), proposals)  # (N, K+1, 4)
+    boxes = clip_boxes_to_image(boxes, image_size)[:, 1:].reshape(-1, 4)  # (N*K, 4) background column dropped
+    scores = F.softmax(class_logits[:, 1:], dim=-1).reshape(-1)  # (N*K,)
+    labels = torch.arange(1, num_classes).repeat(len(proposals))  # (N*K,) 1..K for each proposal
+    keep = torch.nonzero(scores > score_thresh).squeeze(1)  # (n1,)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = remove_small_boxes(boxes, min_size=1e-2)  # (n2,)
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    keep = nms_module.batched_nms(boxes, scores, labels, nms_thresh)[:detections_per_img]  # (D,) by score
+    return boxes[keep], scores[keep], labels[keep]
+
+
+# %%
+def my_postprocess(class_logits, box_deltas, proposals, image_size, score_thresh, nms_thresh, detections_per_img):
+    """The fixed buggy_postprocess."""
     raise NotImplementedError  # your code here
 
 
 # %%
-check_paste_one_mask(my_paste_one_mask);
+check_postprocess(my_postprocess);
 
 # %% [markdown]
 # Next: [11 — Evaluation](11_evaluation.ipynb)
+#
+# ## Appendix: the `predict` command line
+#
+# The package has a command line (`python -m mrcnn_teach`, `cli.py`) whose `predict` command runs a saved
+# checkpoint on image files: it reads the images, loads the model, runs it, and writes for each image
+# `NAME.png` (the detections with `score >= --score-thresh`, default 0.5, drawn) and `NAME.json` (every
+# detection: box, class, score, mask area) into the `--out` folder. From a terminal:
+#
+#     python -m mrcnn_teach predict --checkpoint CKPT image.png --out preds/
+#
+# Here we run it on our held-out image saved as a PNG, in a fresh Python process, with the cached
+# checkpoint (`mrcnn_teach.pretrained.checkpoint_path()`), and check that its JSON lists the boxes and
+# scores the model gives on the same 8-bit pixels. Its picture, `shapes_1.png` (shown at the end), is
+# section 8's picture of our image (the detections with score ≥ 0.5), drawn by the same `draw_instances`.
+
+# %%
+ckpt = checkpoint_path()  # the cached checkpoint trained_shapes_model() loaded
+pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8)  # (128, 128, 3) what a PNG can hold
+with tempfile.TemporaryDirectory() as tmp:
+    png, out_dir = Path(tmp) / "shapes_1.png", Path(tmp) / "preds"
+    Image.fromarray(pixels.numpy()).save(png)
+    command = [sys.executable, "-m", "mrcnn_teach", "predict", "--checkpoint", str(ckpt), str(png), "--out", str(out_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    written = sorted(f.name for f in out_dir.iterdir())
+    picture = np.asarray(Image.open(out_dir / "shapes_1.png").convert("RGB"))  # (h, w, 3)
+    listed = json.loads((out_dir / "shapes_1.json").read_text())
+print("exit code:", result.returncode, "| files written:", written, "|", len(listed["detections"]), "detections listed")
+with torch.no_grad():
+    from_png = model([pixels.permute(2, 0, 1).float() / 255])[0]
+json_boxes = torch.tensor([det["box"] for det in listed["detections"]])  # (D, 4) rounded to 0.01 px
+json_scores = torch.tensor([det["score"] for det in listed["detections"]])  # (D,) rounded to 1e-4
+assert result.returncode == 0 and written == ["shapes_1.json", "shapes_1.png"] and picture.ndim == 3
+assert torch.allclose(json_boxes, from_png["boxes"], atol=0.006) and torch.allclose(json_scores, from_png["scores"], atol=6e-5)
+
+fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+ax.imshow(picture)
+ax.set_axis_off()
+ax.set_title("shapes_1.png, written by the predict command")
+plt.show()
