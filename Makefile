@@ -32,8 +32,13 @@ install: $(STAMP)
 model: $(STAMP)
 	$(PY) -m mrcnn_teach.pretrained
 
+# TEST_JOBS pytest workers (pytest-xdist), a test file or notebook each at a time (--dist loadfile: a
+# notebook's cells stay in order on one kernel), the CPU cores shared out among them as torch threads.
+TEST_JOBS ?= 2
+TEST_THREADS ?= $(shell n=$$(( $$(nproc) / $(TEST_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 test: $(STAMP) model
-	$(PY) -m pytest tests $(if $(NOTEBOOKS),$(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NB_CELL_TIMEOUT))
+	OMP_NUM_THREADS=$(TEST_THREADS) MKL_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_JOBS) --dist loadfile --timeout=$(NB_CELL_TIMEOUT) --durations=20 \
+	  tests $(if $(NOTEBOOKS),$(NOTEBOOKS) --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NB_CELL_TIMEOUT))
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
@@ -74,9 +79,17 @@ classroom: $(CLASSROOM_STAMP)
 	$(PY) -m mrcnn_teach.classroom --out classroom
 
 # nbgrader's flow on every notebook, and mrcnn_teach.grade against it (tests/test_classroom.py).
-# nbgrader runs `alembic` from PATH, hence the venv's bin/ on it.
+# nbgrader runs `alembic` from PATH, hence the venv's bin/ on it. CLASSROOM_JOBS notebooks at a time
+# (pytest-xdist), the CPU cores shared out among them as torch threads; each worker prints its table of
+# times into build/classroom-times/.
+CLASSROOM_JOBS ?= $(TEST_JOBS)
+CLASSROOM_THREADS ?= $(shell n=$$(( $$(nproc) / $(CLASSROOM_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 classroom-test: $(CLASSROOM_STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MRCNN_TEACH_CLASSROOM_TEST=1 $(PY) -m pytest tests/test_classroom.py -s
+	rm -rf build/classroom-times
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MRCNN_TEACH_CLASSROOM_TEST=1 MRCNN_TEACH_CLASSROOM_TIMES=build/classroom-times \
+	  OMP_NUM_THREADS=$(CLASSROOM_THREADS) MKL_NUM_THREADS=$(CLASSROOM_THREADS) \
+	  $(PY) -m pytest tests/test_classroom.py -n $(CLASSROOM_JOBS) --dist worksteal; status=$$?; \
+	  cat build/classroom-times/*.txt 2>/dev/null; exit $$status
 
 clean:
 	rm -rf $(VENV) $(BOOK_VENV) build/book .pytest_cache
