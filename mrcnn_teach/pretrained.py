@@ -51,7 +51,7 @@ def cache_dir() -> Path:
 
 def train_config(steps: int = DEFAULT_STEPS):
     """The recipe of the cached model: the `shapes_tiny` preset with a step count instead of a time budget,
-    and the paper's augmentation (the flip) only.
+    and a horizontal flip (Fast R-CNN's and torchvision's default) as its only augmentation.
 
     No scale jitter: it trades in-distribution AP for robustness to other object sizes
     (benchmarks/README.md), the notebooks look at in-distribution images, and the ablations

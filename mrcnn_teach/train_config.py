@@ -38,7 +38,7 @@ class TrainConfig:
     image_size: int = 128  # shapes image side
     train_data_seed: int = 0  # shapes images are a function of (seed, index): different seeds,
     val_data_seed: int = 1  # different images, so the held-out set really is unseen
-    hflip: float = 0.5  # probability of a horizontal flip (the paper's only augmentation, Sec. 3.1)
+    hflip: float = 0.5  # probability of a horizontal flip (Fast R-CNN Sec. 2.3; Detectron's, torchvision's default)
     # large-scale jitter: resize each training image by a factor drawn log-uniformly from this
     # (min, max) range, then crop or pad it back to its size (datasets.RandomScaleJitter); None: off
     scale_jitter: tuple[float, float] | None = None

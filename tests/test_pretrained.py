@@ -24,7 +24,7 @@ def test_recipe_is_a_fixed_number_of_steps():
     assert cfg.max_steps == 500 and cfg.max_minutes is None  # no wall-clock budget: deterministic
     assert cfg.epochs * (cfg.train_images // cfg.batch_size) >= 500  # the lr schedule spans the run
     assert pretrained.checkpoint_path(500) != pretrained.checkpoint_path(501)
-    assert cfg.scale_jitter is None and cfg.hflip == 0.5  # the paper's augmentation, whatever the preset says
+    assert cfg.scale_jitter is None and cfg.hflip == 0.5  # the flip only (Fast R-CNN's and torchvision's default), whatever the preset says
 
 
 @pytest.mark.slow

@@ -1,125 +1,167 @@
-"""Checks for the exercises of notebooks/09_training.ipynb (the schedule, one SGD step, steps per epoch,
-scale jitter of boxes)."""
+"""Checks for the exercises of notebooks/09_training.ipynb (the learning rate of a run at step s, a buggy
+gradient clip, the box loss per positive RoI, scale jitter of boxes)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 
-from . import run_check
+from . import need_function, run_check
 
-# (base_lr, total_steps, warmup_steps, warmup_factor, milestones, gamma): the shapes_tiny preset, the
-# cached 500-step model, torchvision's COCO fractions, a short run with its own numbers, no warm-up.
-# No milestone lands on x.5 steps, so how round() breaks ties never matters.
-_SCHEDULES = [
-    (0.02, 3000, 100, 0.001, (0.75, 0.9), 0.1),
-    (0.02, 500, 100, 0.001, (0.75, 0.9), 0.1),
-    (0.02, 1000, 50, 0.001, (16 / 26, 22 / 26), 0.1),
-    (0.1, 40, 5, 0.1, (0.5, 0.8), 0.5),
-    (0.01, 20, 0, 0.001, (0.6,), 0.1),
+
+def _names_used(code) -> set:
+    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def _refuse(answer, names: set, why: str) -> None:
+    used = _names_used(getattr(answer, "__code__", None) or compile("", "", "exec")) & names
+    assert not used, f"your function calls {sorted(used)}, which {why}: work it out yourself"
+
+
+# (num_images, world_size, TrainConfig fields): COCO train2017 on 8 GPUs x 2 (the paper's batch of 16),
+# the shapes_tiny preset on one process, and a run whose shards need padding (DistributedSampler).
+_LR_CASES = [
+    (118287, 8, dict(batch_size=2, epochs=12, lr=0.02, lr_batch=16, warmup_steps=1000, warmup_factor=0.001,
+                     milestones=(8 / 12, 11 / 12), gamma=0.1)),
+    (2000, 1, dict(batch_size=8, epochs=12, lr=0.02, lr_batch=8, warmup_steps=100, warmup_factor=0.001,
+                   milestones=(0.75, 0.9), gamma=0.1)),
+    (1001, 3, dict(batch_size=4, epochs=2, lr=0.02, lr_batch=16, warmup_steps=10, warmup_factor=0.1,
+                   milestones=(0.5,), gamma=0.1)),
+]
+# Hidden: lr_batch None (the rate as given), no warm-up, gamma 0.5, a last batch that is short on 2 GPUs.
+_LR_HIDDEN = [
+    (500, 2, dict(batch_size=3, epochs=3, lr=0.05, lr_batch=None, warmup_steps=7, warmup_factor=0.2,
+                  milestones=(0.6, 0.85), gamma=0.5)),
+    (77, 1, dict(batch_size=5, epochs=4, lr=0.01, lr_batch=10, warmup_steps=0, warmup_factor=0.001,
+                 milestones=(0.7,), gamma=0.1)),
+    (10000, 4, dict(batch_size=2, epochs=1, lr=0.02, lr_batch=16, warmup_steps=200, warmup_factor=0.01,
+                    milestones=(0.62, 0.83, 0.95), gamma=0.2)),
 ]
 
 
-def check_lr(my_lr) -> bool:
-    """my_lr(step, base_lr, total_steps, warmup_steps, warmup_factor, milestones, gamma) -> float equals
-    base_lr * WarmupStepDecay(...)(step) at every step that matters (warm-up ends, milestones) and more."""
-    from ..train_config import WarmupStepDecay
-
-    def compare():
-        for base_lr, total, warmup, factor, milestones, gamma in _SCHEDULES:
-            schedule = WarmupStepDecay(total, warmup, factor, milestones, gamma)
-            edges = [0, 1, warmup - 1, warmup, warmup + 1, total - 1]
-            edges += [m + d for m in schedule.milestone_steps for d in (-1, 0, 1)]
-            steps = sorted({s for s in edges + list(range(0, total, max(1, total // 37))) if 0 <= s < total})
-            for step in steps:
-                expected = base_lr * schedule(step)
-                got = my_lr(step, base_lr, total, warmup, factor, milestones, gamma)
-                assert got is not None, "your function returned None"
-                got = float(got)
-                assert math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-15), (
-                    f"run of {total} steps (warm-up {warmup}, milestones {list(milestones)}, gamma {gamma}): "
-                    f"at step {step} expected lr {expected:.6g}, got {got:.6g}")
-
-    return run_check("learning rate at step s", compare)
-
-
-def _setup_for_step(seed: int = 9):
-    """A small shapes_tiny model (64-px input) in train mode, its SGD optimizer, and 2 batches of 2 images."""
-    from ..configs import build_maskrcnn
-    from ..datasets import ShapesDataset
-    from ..train_config import TrainConfig, build_optimizer
-
-    torch.manual_seed(seed)
-    model = build_maskrcnn("shapes_tiny", num_classes=4, min_size=64, max_size=64).train()
-    optimizer = build_optimizer(model, TrainConfig(lr=0.01))  # momentum 0.9, weight decay 1e-4
-    data = ShapesDataset(4, image_size=64, seed=seed)
-    batches = [tuple(map(list, zip(*(data[i] for i in (j, j + 1))))) for j in (0, 2)]  # [(images, targets)] x 2
-    return model, optimizer, batches
-
-
-def check_training_step(my_training_step) -> bool:
-    """my_training_step(model, optimizer, images, targets, grad_clip) -> dict of the 5 losses, and leaves the
-    weights and momentum buffers where train.training_step does, over two steps from the same state.
-
-    Deterministic: both runs start from one model (deep copies) and reset the global RNG, which the
-    RPN's and RoI heads' samplers draw from, to the same seed before each step. The clip (1.0) is far
-    below the gradient norm of a fresh model, so leaving it out shows; two steps, so a missing
-    zero_grad (the second step adding onto the first step's gradients) shows too.
-    """
-    from ..train import training_step
-
-    def compare():
-        with torch.random.fork_rng(devices=[]):  # the notebook's own RNG is left where it was
-            ref_model, ref_opt, batches = _setup_for_step()
-            model = copy.deepcopy(ref_model)
-            from ..train_config import TrainConfig, build_optimizer
-
-            optimizer = build_optimizer(model, TrainConfig(lr=0.01))
-            for step, (images, targets) in enumerate(batches):
-                torch.manual_seed(100 + step)
-                expected, _ = training_step(ref_model, ref_opt, images, targets, grad_clip=1.0)
-                torch.manual_seed(100 + step)
-                got = my_training_step(model, optimizer, images, targets, 1.0)
-                assert isinstance(got, dict), f"return the dict of losses the model gave, got {type(got).__name__}"
-                assert set(got) == set(expected), f"expected the loss terms {sorted(expected)}, got {sorted(got)}"
-                for key in expected:
-                    mine, theirs = torch.as_tensor(got[key]).detach(), expected[key].detach()
-                    assert torch.allclose(mine, theirs), \
-                        f"step {step + 1}: {key} = {float(mine):.6f}, expected {float(theirs):.6f}"
-                with torch.no_grad():  # same ops give the same bits; a hand-written clip may differ by rounding
-                    for (name, p), q in zip(ref_model.named_parameters(), model.parameters()):
-                        assert torch.allclose(q, p, rtol=1e-6, atol=1e-7), (
-                            f"after step {step + 1} the weights differ from training_step's, first in {name} "
-                            f"(max difference {float((q - p).abs().max()):.2e})")
-            for p, q in zip(ref_opt.param_groups[0]["params"], optimizer.param_groups[0]["params"]):
-                a, b = ref_opt.state[p].get("momentum_buffer"), optimizer.state[q].get("momentum_buffer")
-                same = b is None if a is None else b is not None and torch.allclose(b, a, rtol=1e-4, atol=1e-5)
-                assert same, "the SGD momentum buffers differ: step with the optimizer you were given"
-
-    return run_check("one training step", compare)
-
-
-_EPOCHS = [(2000, 8, 1), (2001, 8, 1), (100, 8, 1), (8, 2, 1), (10, 4, 3), (2000, 8, 3), (7, 2, 4), (5, 2, 1),
-           (118287, 2, 8)]
-
-
-def check_steps_per_epoch(my_steps_per_epoch) -> bool:
-    """my_steps_per_epoch(num_images, batch_size, world_size) -> int equals train_data.steps_per_epoch."""
-    from ..train_config import TrainConfig
+def check_run_lr(my_lr, hidden=False) -> bool:
+    """my_lr(step, num_images, world_size, cfg) -> the rate SGD uses at optimizer step `step` (0-based) of
+    a run without a time budget: the linear scaling rule, steps per epoch with DistributedSampler's
+    padding, milestones at round(fraction * total steps), the warm-up ramp."""
+    from ..train_config import TrainConfig, WarmupStepDecay, scaled_lr
     from ..train_data import steps_per_epoch
 
     def compare():
-        for num_images, batch_size, world_size in _EPOCHS:
-            expected = steps_per_epoch(num_images, TrainConfig(batch_size=batch_size), world_size)
-            got = my_steps_per_epoch(num_images, batch_size, world_size)
-            assert got is not None, "your function returned None"
-            assert int(got) == got == expected, (
-                f"{num_images} images, batch {batch_size} per process, {world_size} process(es): "
-                f"expected {expected} steps, got {got}")
+        need_function(my_lr)
+        _refuse(my_lr, {"WarmupStepDecay", "scaled_lr", "steps_per_epoch", "build_scheduler", "LambdaLR",
+                        "Trainer", "build_optimizer", "DistributedSampler"}, "computes the answer")
+        for num_images, world_size, fields in (_LR_HIDDEN if hidden else _LR_CASES):
+            cfg = TrainConfig(max_minutes=None, **fields)
+            total = cfg.epochs * steps_per_epoch(num_images, cfg, world_size)
+            schedule = WarmupStepDecay(total, cfg.warmup_steps, cfg.warmup_factor, cfg.milestones, cfg.gamma)
+            edges = [0, 1, cfg.warmup_steps - 1, cfg.warmup_steps, cfg.warmup_steps + 1, total - 1]
+            edges += [m + d for m in schedule.milestone_steps for d in (-1, 0, 1)]
+            for step in sorted({s for s in edges + list(range(0, total, max(1, total // 23))) if 0 <= s < total}):
+                expected = scaled_lr(cfg, world_size) * schedule(step)
+                got = my_lr(step, num_images, world_size, cfg)
+                assert got is not None, "your function returned None"
+                assert math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-15), (
+                    f"{num_images} images on {world_size} process(es) x {cfg.batch_size}, {cfg.epochs} epochs, "
+                    f"lr {cfg.lr} for {cfg.lr_batch} images: at step {step} expected {expected:.6g}, "
+                    f"got {float(got):.6g}")
 
-    return run_check("steps per epoch", compare)
+    return run_check("the learning rate of a run at step s", compare, hidden=hidden)
+
+
+def _clip_cases(hidden: bool):
+    """Lists of gradient tensors (some None): above the threshold, below it, one huge tensor among small ones."""
+    g = torch.Generator().manual_seed(29 if hidden else 3)
+    shapes = [(3, 4), (5,), (2, 2, 2)] if not hidden else [(7,), (2, 3), (4, 1), (1,)]
+    cases = []
+    for max_norm, scale in ((1.0, 1.0), (50.0, 1.0), (2.0, 30.0)) if not hidden else ((0.5, 2.0), (10.0, 0.1), (3.0, 8.0)):
+        grads = [torch.randn(s, generator=g) * scale for s in shapes]
+        grads[-1] = grads[-1] * 20  # one tensor far larger than the others: a per-tensor clip shows
+        cases.append((grads, max_norm))
+    cases.append(([torch.randn(4, generator=g), None, torch.randn(3, generator=g) * 9], 1.5))  # a frozen tensor
+    return cases
+
+
+def check_clip(my_clip_grad_norm, hidden=False) -> bool:
+    """my_clip_grad_norm(parameters, max_norm) -> the global gradient norm before clipping, and the
+    gradients scaled in place as torch.nn.utils.clip_grad_norm_ scales them."""
+
+    def compare():
+        need_function(my_clip_grad_norm)
+        _refuse(my_clip_grad_norm, {"clip_grad_norm_", "clip_grad_norm", "clip_grads_with_norm_",
+                                    "get_total_norm", "clip_grad_value_"}, "is the function to write")
+        for grads, max_norm in _clip_cases(hidden):
+            mine = [torch.zeros(g.shape if g is not None else (2,), requires_grad=True) for g in grads]
+            ref = [torch.zeros(g.shape if g is not None else (2,), requires_grad=True) for g in grads]
+            for p, q, g in zip(mine, ref, grads):
+                p.grad = None if g is None else g.clone()
+                q.grad = None if g is None else g.clone()
+            expected = float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+            got = my_clip_grad_norm(mine, max_norm)
+            assert got is not None, "return the global norm before clipping"
+            assert math.isclose(float(got), expected, rel_tol=1e-5), (
+                f"max_norm {max_norm}: the norm before clipping is {expected:.4f}, you returned {float(got):.4f}")
+            for i, (p, q) in enumerate(zip(mine, ref)):
+                if q.grad is None:
+                    assert p.grad is None, f"tensor {i} had no gradient (a frozen weight): leave its .grad None"
+                    continue
+                assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), (
+                    f"max_norm {max_norm}, global norm {expected:.3f}: tensor {i}'s gradient should be "
+                    f"{q.grad.flatten()[:3].tolist()}..., got {p.grad.flatten()[:3].tolist()}...")
+
+    return run_check("gradient clipping", compare, hidden=hidden)
+
+
+def _histories(hidden: bool):
+    """Synthetic logs: box_reg rises while the error per positive falls, because the positives rise; the
+    positives alternate high and low within a window, so the mean of per-step ratios is off."""
+    g = torch.Generator().manual_seed(41 if hidden else 5)
+    steps = 12 if hidden else 8
+    sampled = 192 if hidden else 256
+    positives = torch.linspace(6, 60, steps).round() + torch.randint(0, 4, (steps,), generator=g)  # (S,)
+    positives[1::2] = (positives[1::2] / 4).round()  # (S,) every other step far fewer
+    if hidden:
+        positives[3] = 0  # a step with no positive: its box loss is 0, and it adds nothing to its window
+    per_positive = torch.linspace(1.4, 0.5, steps) * (1 + 0.4 * torch.rand(steps, generator=g))  # (S,)
+    box_reg = per_positive * positives / sampled  # (S,)
+    history = [{"step": i + 1, "loss_box_reg": float(box_reg[i]), "positives": int(positives[i]),
+                "sampled": sampled} for i in range(steps)]
+    expected = {}
+    for window in ((5, 12) if hidden else (1, 3)):
+        sums = [(float((per_positive[a:a + window] * positives[a:a + window]).sum()),
+                 float(positives[a:a + window].sum())) for a in range(0, steps, window)]  # (error, positives)
+        expected[window] = [e / n for e, n in sums]
+    return history, expected
+
+
+def check_box_loss_per_positive(my_per_positive, hidden=False) -> bool:
+    """my_per_positive(history, window) -> per window of `window` consecutive records (the last may be
+    shorter), the smooth-L1 box error summed over the 4 coordinates per positive RoI, every positive of
+    the window weighing the same, from the logged loss_box_reg (summed over positives, divided by all
+    sampled RoIs), positives and sampled."""
+
+    def compare():
+        need_function(my_per_positive)
+        history, expected = _histories(hidden)
+        for window, values in expected.items():
+            got = my_per_positive([dict(r) for r in history], window)
+            assert got is not None, "your function returned None"
+            got = [float(v) for v in got]
+            assert len(got) == len(values), (
+                f"{len(history)} records in windows of {window}: expected {len(values)} values (the last "
+                f"window may be shorter), got {len(got)}")
+            for i, (e, v) in enumerate(zip(values, got)):
+                rows = history[i * window:(i + 1) * window]
+                assert math.isclose(v, e, rel_tol=1e-4), (
+                    f"windows of {window}: steps {rows[0]['step']}-{rows[-1]['step']} (positives "
+                    f"{[r['positives'] for r in rows]}): expected {e:.4f} per positive RoI, got {v:.4f}")
+
+    return run_check("the box loss per positive RoI", compare, hidden=hidden)
 
 
 # (boxes, (H, W), scale, (top, left)): a crop, a pad, a size whose H * s is not a whole number (the
@@ -128,18 +170,23 @@ _JITTER_CASES = [
     ([[10.0, 20.0, 50.0, 60.0], [70.0, 5.0, 120.0, 40.0], [0.0, 100.0, 30.0, 128.0]], (128, 128), 2.0, (30, 40)),
     ([[10.0, 20.0, 50.0, 60.0], [70.0, 5.0, 120.0, 40.0]], (128, 128), 0.5, (-20, -10)),
     ([[3.5, 7.25, 90.0, 61.0], [40.0, 40.0, 41.0, 99.0]], (100, 100), 0.733, (-5, -7)),
+]
+_JITTER_HIDDEN = [
     ([[0.0, 0.0, 20.0, 20.0], [60.0, 60.0, 100.0, 100.0]], (100, 100), 1.5, (50, 50)),
     ([[5.0, 5.0, 60.0, 30.0], [100.0, 10.0, 150.0, 70.0]], (80, 160), 1.3, (-3, 12)),
+    ([[1.0, 2.0, 33.0, 17.0], [20.0, 30.0, 21.0, 31.0]], (37, 53), 0.61, (-4, 2)),
 ]
 
 
-def check_jitter_boxes(my_jitter_boxes) -> bool:
+def check_jitter_boxes(my_jitter_boxes, hidden=False) -> bool:
     """my_jitter_boxes(boxes (N, 4), image_size (H, W), scale, offset (top, left)) -> (K, 4) equals the boxes
     datasets.scale_jitter gives a target without masks (window = the image's own size)."""
     from ..datasets import scale_jitter
 
     def compare():
-        for rows, (h, w), scale, offset in _JITTER_CASES:
+        need_function(my_jitter_boxes)
+        _refuse(my_jitter_boxes, {"scale_jitter", "RandomScaleJitter"}, "computes the answer")
+        for rows, (h, w), scale, offset in (_JITTER_HIDDEN if hidden else _JITTER_CASES):
             boxes = torch.tensor(rows)  # (N, 4)
             target = {"boxes": boxes.clone(), "labels": torch.arange(1, len(rows) + 1)}
             expected = scale_jitter(torch.zeros(3, h, w), target, scale, offset)[1]["boxes"]  # (K, 4)
@@ -152,4 +199,4 @@ def check_jitter_boxes(my_jitter_boxes) -> bool:
                 f"{tuple(got.shape)}")
             assert torch.allclose(got, expected, atol=1e-4), f"{where}: expected {expected.tolist()}, got {got.tolist()}"
 
-    return run_check("boxes through scale jitter", compare)
+    return run_check("boxes through scale jitter", compare, hidden=hidden)
