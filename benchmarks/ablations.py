@@ -2,6 +2,7 @@
 
     python benchmarks/ablations.py                      # 4 variants x 3 seeds, 500 steps each
     python benchmarks/ablations.py --steps 200 --seeds 0 --jobs 2 --out /tmp/abl.json   # a quick look
+    python benchmarks/ablations.py --summarise          # re-derive the summary and the tests from the saved runs
 
 Variants (one option changed from the shapes_tiny baseline each, everything else identical):
 
@@ -15,7 +16,10 @@ number of steps, so the comparison does not depend on the machine's load), with 
 data order, flips, RoI sampling). Each run is evaluated with COCO AP on the same 100 held-out images.
 Each finished run is saved next to the output as it completes, so an interrupted benchmark resumes
 where it stopped. The JSON (default benchmarks/results/ablations.json) holds every run, the mean and
-spread per variant, the paper's numbers and the machine; notebook 12 reads it.
+spread per variant, each variant's comparison with the baseline (per-seed paired differences with a
+paired t-test, and Welch's unequal-variance t-test: `compare`), the paper's numbers and the machine;
+notebook 12 reads it. `--summarise` recomputes the summary and the comparisons from the runs already in
+the JSON, without training.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -67,10 +72,142 @@ def run_one(variant: str, seed: int, steps: int, out: Path, threads: int) -> dic
         "variant": variant, "seed": seed, "steps": result["step"], "seconds": round(time.perf_counter() - start, 1),
         "mask": {k: metrics["segm"][k] for k in METRICS}, "box": {k: metrics["bbox"][k] for k in METRICS},
     }
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, out)  # a finished run is never half-written
+    write_atomic(out, record)  # a finished run is never half-written
     return record
+
+
+# The keys a results file must have for notebook 12 (`load`).
+RESULT_KEYS = ("command", "date", "machine", "torch", "recipe", "seeds", "variants", "paper_mask_AP", "runs",
+               "summary", "comparisons")
+# What the saved runs cannot tell (written into the JSON by `main` and `--summarise`).
+NOT_MEASURED = (
+    "The softmax runs' masks are scored only as the library reads them (the predicted class's softmax "
+    "probability > 0.5). The 'object or not' reading (1 - p(background) > 0.5) and the own class's share of the "
+    "foreground probability were not recorded at 500 steps (that needs the 12 runs again); notebook 12 "
+    "measures both on a live 150-step run only. Whether the softmax gap closes with longer training is not shown."
+)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), by its continued fraction (Lentz's method)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point: use the symmetry
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f
+
+
+def t_p_value(t: float, df: float) -> float:
+    """Two-sided p-value of Student's t with `df` degrees of freedom (df > 0, not necessarily whole)."""
+    if not df > 0:
+        raise ValueError(f"t_p_value: df must be > 0, got {df}")
+    if math.isinf(t):
+        return 0.0
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def t_critical(df: float, level: float = 0.95) -> float:
+    """The t with two-sided p-value 1 - level: |t| beyond it is significant at that level (bisection)."""
+    low, high = 0.0, 1.0
+    while t_p_value(high, df) > 1 - level:
+        high *= 2
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_p_value(mid, df) > 1 - level else (low, mid)
+    return (low + high) / 2
+
+
+def welch(a: list[float], b: list[float]) -> dict:
+    """Welch's t-test of mean(a) - mean(b), the variances not assumed equal (at least 2 values each).
+
+    SE = sqrt(s_a^2/n_a + s_b^2/n_b), t = difference / SE, and the Welch-Satterthwaite degrees of freedom
+    df = SE^4 / ((s_a^2/n_a)^2/(n_a - 1) + (s_b^2/n_b)^2/(n_b - 1)), between min(n) - 1 and n_a + n_b - 2.
+    """
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"welch: needs at least 2 values per group, got {len(a)} and {len(b)}")
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)  # squared SEs of the two means
+    delta, se = statistics.fmean(a) - statistics.fmean(b), math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se > 0 else math.inf
+    t = delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
+    return {"delta": delta, "se": se, "t": t, "df": df, "t_crit": t_critical(df) if se > 0 else 0.0,
+            "p": t_p_value(t, df) if se > 0 else float(delta == 0)}
+
+
+def paired(a: list[float], b: list[float]) -> dict:
+    """Paired t-test of a - b, value by value (the same seeds in the same order): df = n - 1."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired: needs two equally long lists of at least 2 values, got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, std = statistics.fmean(diffs), statistics.stdev(diffs)
+    se = std / math.sqrt(len(diffs))
+    t = mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
+    df = len(diffs) - 1
+    return {"diffs": diffs, "delta": mean, "std": std, "se": se, "t": t, "df": df, "t_crit": t_critical(df),
+            "p": t_p_value(t, df)}
+
+
+def compare(runs: list[dict], variant: str, metric: str = "AP", kind: str = "mask") -> dict:
+    """`variant` against the baseline on one metric, from the runs of the seeds both have.
+
+    The variants share seeds (softmax and roi_pool even start from the baseline's weights), so the
+    per-seed difference is the natural statistic ("paired"); Welch's test ignores the pairing and does
+    not assume equal variances ("welch"). "corr" is the correlation of the two variants' runs over the
+    seeds: pairing helps exactly when it is positive (SE_paired^2 = SE_welch^2 - 2 corr s_b s_v / n).
+    """
+    def by_seed(name):
+        return {r["seed"]: r[kind][metric] for r in runs if r["variant"] == name}
+
+    base, mine = by_seed("baseline"), by_seed(variant)
+    seeds = sorted(set(base) & set(mine))
+    b, v = [base[s] for s in seeds], [mine[s] for s in seeds]
+    corr = statistics.correlation(v, b) if len(seeds) > 1 and min(statistics.stdev(v), statistics.stdev(b)) > 0 else 0.0
+    return {"seeds": seeds, "baseline": b, "variant": v, "corr": corr, "paired": paired(v, b), "welch": welch(v, b)}
+
+
+def comparisons(runs: list[dict]) -> dict:
+    """compare() of every variant but the baseline, for mask and box AP, AP50, AP75."""
+    present = {r["variant"] for r in runs}
+    return {variant: {kind: {k: compare(runs, variant, k, kind) for k in METRICS} for kind in ("mask", "box")}
+            for variant in VARIANTS if variant != "baseline" and variant in present}
+
+
+def load(path: Path) -> dict:
+    """A results file written by this script, checked: every key notebook 12 reads, one run per variant and seed."""
+    results = json.loads(Path(path).read_text())
+    missing = [k for k in RESULT_KEYS if k not in results]
+    if missing:
+        raise ValueError(f"{path}: not a complete ablations result, missing {missing} "
+                         f"(an older file? run `python benchmarks/ablations.py --summarise --out {path}`)")
+    variants = [v for v in VARIANTS if v in results["summary"]]
+    if not variants or variants[0] != "baseline":
+        raise ValueError(f"{path}: the summary has no baseline (variants: {variants})")
+    if len(results["runs"]) != len(results["seeds"]) * len(variants):
+        raise ValueError(f"{path}: {len(results['runs'])} runs for {len(variants)} variants x seeds {results['seeds']}")
+    return results
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    """Write JSON through a temporary file and os.replace, so that a reader never sees half a file."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -104,11 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=500, help="training steps of 8 images per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (each gets cores/jobs threads)")
     parser.add_argument("--out", default="benchmarks/results/ablations.json")
+    parser.add_argument("--summarise", action="store_true",
+                        help="recompute the summary and the comparisons of --out from its runs (no training)")
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     out = Path(args.out)
+    if args.summarise:
+        results = json.loads(out.read_text())
+        results.update(summary=summarise(results["runs"]), comparisons=comparisons(results["runs"]),
+                       not_measured=NOT_MEASURED)
+        write_atomic(out, results)
+        report(results)
+        print(f"re-summarised {len(results['runs'])} runs: wrote {out}")
+        return 0
     runs_dir = out.with_suffix("")  # benchmarks/results/ablations/ holds one JSON per finished run
     if args.one:
         variant, seed = args.one[0], int(args.one[1])
@@ -154,18 +301,30 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": f"shapes_tiny from scratch, {args.steps} steps of 8 images (mrcnn_teach.pretrained.train_config), "
                   "COCO AP on 100 held-out shapes images",
         "seeds": args.seeds, "variants": {v: VARIANTS[v] for v in args.variants},
-        "paper_mask_AP": PAPER, "runs": runs, "summary": summary,
+        "paper_mask_AP": PAPER, "runs": runs, "summary": summary, "comparisons": comparisons(runs),
+        "not_measured": NOT_MEASURED,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nmask AP, mean ± std over seeds {args.seeds} ({args.steps} steps):")
-    for variant, s in summary.items():
-        m = s["mask"]
-        paper = PAPER[variant].get("AP")
-        print(f"  {variant:<15} AP {m['AP']['mean']:.3f} ± {m['AP']['std']:.3f}   AP50 {m['AP50']['mean']:.3f} ± "
-              f"{m['AP50']['std']:.3f}   AP75 {m['AP75']['mean']:.3f} ± {m['AP75']['std']:.3f}   paper AP {paper}")
+    write_atomic(out, result)
+    report(result)
     print(f"wrote {out}")
     return 0
+
+
+def report(results: dict) -> None:
+    """Print mask AP per variant (mean ± std) and each variant's paired difference and Welch test."""
+    print(f"\nmask AP (%), mean ± std over seeds {results['seeds']}:")
+    for variant, s in results["summary"].items():
+        m = s["mask"]
+        print(f"  {variant:<15}" + "".join(f"  {k} {100 * m[k]['mean']:5.1f} ± {100 * m[k]['std']:4.1f}" for k in METRICS)
+              + f"   paper AP {PAPER[variant].get('AP')}")
+    print("\nvariant - baseline, mask (AP points): paired over seeds (df = n-1) | Welch (unequal variances)")
+    for variant, kinds in results["comparisons"].items():
+        for k, c in kinds["mask"].items():
+            p, w = c["paired"], c["welch"]
+            print(f"  {variant:<15}{k:<5} per seed {', '.join(f'{100 * d:+5.1f}' for d in p['diffs'])}"
+                  f"  mean {100 * p['delta']:+5.1f} ± {100 * p['std']:4.1f}  t {p['t']:+6.1f} p {p['p']:.3f}"
+                  f" | SE {100 * w['se']:4.1f} df {w['df']:4.1f} t {w['t']:+6.1f} p {w['p']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,65 +1,91 @@
 """Worked solutions of the exercises of 12_ablations.ipynb (for teachers; tests/test_exercises.py runs them)."""
 
 import math
+import statistics
 
-import torch
-
-from mrcnn_teach.exercises.nb12 import check_mask_logit_shape, check_seeds_needed, check_snap_error
+from mrcnn_teach.exercises.nb12 import check_paired_vs_unpaired, check_seeds_needed, check_welch
 
 
-def my_seeds_needed(difference, std, k=2.0):
-    """Smallest n with |d| > k * SE, where SE = std * sqrt(2 / n) is the standard error of the difference
-    of two means of n runs each (both with the same seed-to-seed std).
+def my_seeds_needed(difference, std_a, std_b, k=2.0):
+    """Smallest n with |d| > k * SE(n), SE(n) = sqrt(std_a^2 / n + std_b^2 / n) = sqrt((std_a^2 + std_b^2) / n).
 
-    |d| > k s sqrt(2/n)  <=>  n > 2 k^2 s^2 / d^2, so n is the next whole number above 2 k^2 s^2 / d^2.
+    |d| > k sqrt((s_a^2 + s_b^2) / n)  <=>  n > k^2 (s_a^2 + s_b^2) / d^2, so n is the next whole number above.
+    n grows with the square of the spread: the class-agnostic runs spread about 4x as much as the
+    baseline's, so a budget computed from the baseline's spread is about 15x too small. The honest budget
+    uses each variant's own spread (and, with 3 seeds, treats even that as uncertain).
     """
-    return math.floor(2 * k**2 * std**2 / difference**2) + 1
+    return math.floor(k**2 * (std_a**2 + std_b**2) / difference**2) + 1
 
 
-def my_mask_logit_shape(overrides, num_rois, num_classes):
-    """(N, K+1, 28, 28) for every variant but the class-agnostic one, which has a single channel.
+def my_welch(a, b):
+    """Welch's t and the Welch-Satterthwaite df. The bug: each term of the denominator divides by n, not n - 1.
 
-    The softmax loss and the RoIPool layer change how the logits are trained or where their features come
-    from, not how many there are; `num_classes` counts the background (K+1), as in the library.
+    That makes df 1.5 times too large for 3 seeds each (softmax vs baseline: about 3.1 instead of 2.05), so
+    the |t| needed at 5% drops from about 4.2 to about 3.1: the buggy test is too lenient.
     """
-    channels = 1 if overrides.get("class_agnostic_masks", False) else num_classes
-    return (num_rois, channels, 28, 28)
+    n_a, n_b = len(a), len(b)
+    se2_a = statistics.variance(a) / n_a
+    se2_b = statistics.variance(b) / n_b
+    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(se2_a + se2_b)
+    df = (se2_a + se2_b) ** 2 / (se2_a**2 / (n_a - 1) + se2_b**2 / (n_b - 1))
+    return t, df
 
 
-def my_snap_error(boxes, stride):
-    """(K, 4) pixels -> (K,): RoIPool snaps each coordinate x to the cell round(x / stride), i.e. to the pixel
-    position round(x / stride) * stride; the error is the distance moved, at most stride / 2.
+def my_paired_vs_unpaired(baseline, variant):
+    """(SE of the difference of the means, SE of the mean per-seed difference, r over the seeds).
 
-    The direction of rounding at exact halves (torchvision rounds them away from zero) does not change the
-    distance: a coordinate halfway between two cells moves by stride / 2 either way.
+    s_d^2 = s_b^2 + s_v^2 - 2 r s_b s_v, so SE_paired^2 = SE_unpaired^2 - 2 r s_b s_v / n: pairing pays where
+    r > 0 (roi_pool's AP75, r about +0.98: a seed that is good for the baseline is good for RoIPool too) and
+    costs where r < 0 (softmax's AP, r about -0.6: its runs vary for reasons of their own).
     """
-    cells = boxes / stride  # (K, 4) in feature cells
-    snapped = torch.sign(cells) * torch.floor(cells.abs() + 0.5)  # (K, 4) C's round(): halves away from zero
-    return ((snapped - cells).abs() * stride).amax(dim=1)  # (K,) in image pixels
+    n = len(baseline)
+    se_unpaired = math.sqrt(statistics.variance(baseline) / n + statistics.variance(variant) / n)
+    se_paired = statistics.stdev([v - b for v, b in zip(variant, baseline)]) / math.sqrt(n)
+    return se_unpaired, se_paired, statistics.correlation(baseline, variant)
 
 
 CHECKS = [
     (check_seeds_needed, my_seeds_needed),
-    (check_mask_logit_shape, my_mask_logit_shape),
-    (check_snap_error, my_snap_error),
+    (check_welch, my_welch),
+    (check_paired_vs_unpaired, my_paired_vs_unpaired),
 ]
 
 
-def _seeds_needed_one_sample(difference, std, k=2.0):
-    return math.floor(k**2 * std**2 / difference**2) + 1  # forgets that both means are noisy: SE = s / sqrt(n)
+def _seeds_one_mean(difference, std_a, std_b, k=2.0):
+    return math.floor(k**2 * std_a**2 / difference**2) + 1  # forgets that the other mean is noisy too
 
 
-def _shape_ignoring_agnostic(overrides, num_rois, num_classes):
-    return (num_rois, num_classes, 28, 28)  # every variant with K+1 channels
+def _seeds_one_std(difference, std_a, std_b, k=2.0):
+    return math.floor(2 * k**2 * std_a**2 / difference**2) + 1  # assumes both spread like the first
 
 
-def _snap_error_with_floor(boxes, stride):
-    cells = boxes / stride
-    return ((torch.floor(cells) - cells).abs() * stride).amax(dim=1)  # truncation: errors up to a whole cell
+def _welch_buggy(a, b):
+    se2_a, se2_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(se2_a + se2_b)
+    return t, (se2_a + se2_b) ** 2 / (se2_a**2 / len(a) + se2_b**2 / len(b))  # the notebook's bug, unfixed
+
+
+def _welch_pooled_df(a, b):
+    t, _ = my_welch(a, b)
+    return t, len(a) + len(b) - 2  # the equal-variance test's df
+
+
+def _paired_se_without_sqrt_n(baseline, variant):
+    se_u, _, r = my_paired_vs_unpaired(baseline, variant)
+    return se_u, statistics.stdev([v - b for v, b in zip(variant, baseline)]), r  # the std, not the SE
+
+
+def _unpaired_se_added(baseline, variant):
+    n = len(baseline)
+    _, se_p, r = my_paired_vs_unpaired(baseline, variant)
+    return statistics.stdev(baseline) / math.sqrt(n) + statistics.stdev(variant) / math.sqrt(n), se_p, r  # SEs added
 
 
 WRONG = [
-    (check_seeds_needed, _seeds_needed_one_sample),
-    (check_mask_logit_shape, _shape_ignoring_agnostic),
-    (check_snap_error, _snap_error_with_floor),
+    (check_seeds_needed, _seeds_one_mean),
+    (check_seeds_needed, _seeds_one_std),
+    (check_welch, _welch_buggy),
+    (check_welch, _welch_pooled_df),
+    (check_paired_vs_unpaired, _paired_se_without_sqrt_n),
+    (check_paired_vs_unpaired, _unpaired_se_added),
 ]
