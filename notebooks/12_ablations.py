@@ -28,8 +28,8 @@
 # [11 — Evaluation](11_evaluation.ipynb) (COCO AP).
 #
 # **Run time:** about 7 minutes on a 2-core CPU (412 s on a fresh clone), nearly all of it the three live
-# training runs of sections 6 and 7, which print their CPU time (34 minutes single-threaded on a heavily
-# shared machine); the first notebook you run also trains the shared shapes model once, about 3 minutes;
+# training runs of sections 6 and 7, which print their CPU time (about 4 to 4.5 CPU-minutes each in the saved
+# outputs, run single-threaded on a shared machine); the first notebook you run also trains the shared shapes model once, about 3 minutes;
 # later notebooks load it in a second.
 
 # %%
@@ -164,7 +164,7 @@ show_source(heads.MaskPredictor)
 #   **exactly the baseline's weights**: only what is computed with them differs;
 # - the class-agnostic model differs only in the mask predictor: its last conv has 1 output channel
 #   instead of 4, 3 × (32 + 1) = 99 parameters fewer (and since that conv draws fewer random numbers when
-#   it is built, the deconvolution initialised after it gets different ones);
+#   it is built, the deconvolution's He-normal re-initialisation, which runs after it, gets different ones);
 # - the pooled features are `(G, 64, 7, 7)` for the box head and `(G, 64, 14, 14)` for the mask head in
 #   every variant, but RoIPool's are different numbers;
 # - the mask logits are `(G, 4, 28, 28)`, except `(G, 1, 28, 28)` for the class-agnostic model.
@@ -287,7 +287,8 @@ print(f"\nsoftmax: {100 * table['softmax']['rel']:+.0f}% against the paper's {10
 # The picture: on the left, our mask AP, AP50 and AP75 per variant, the bar at the mean, the error bar
 # one standard deviation of the seeds, and each seed's run as a dot; on the right, the change of mask AP
 # relative to the baseline, ours (with the standard error of section 4 as error bar) beside the paper's,
-# on an axis that fits the paper's changes; the softmax bar runs off it and is labelled.
+# on an axis that fits the paper's changes; the softmax bar runs off it and is labelled (its error bar is
+# drawn at the axis's end, not at its value).
 
 # %%
 # README thumbnail
@@ -383,8 +384,8 @@ print(f"\nAP75, correlation of the variant's and the baseline's runs over the se
 # difference does not say that the design choice is useless: at this scale, with this many seeds, its
 # effect is not larger than the spread between runs; more seeds can tell (exercise 1 computes how many).
 #
-# Pairing helped only where the seeds' runs go together: compare each row's paired t with its Welch t,
-# and look at the printed correlations (RoIPool's AP75 is the clear case: each seed's RoIPool run is
+# Pairing helped only where the seeds' runs go together: compare each row's paired t with its Welch t
+# (the paired mean divided by the Welch SE, from the printed columns), and look at the printed correlations (RoIPool's AP75 is the clear case: each seed's RoIPool run is
 # about the same amount below its baseline run). With $r$ near zero or negative, the paired test only
 # loses degrees of freedom. Look at AP75 as well as AP: the paper finds RoIAlign's advantage largest at
 # the strict IoU thresholds, because alignment is about placing the mask to the pixel.
@@ -466,7 +467,7 @@ plt.show()
 
 # %% [markdown]
 # At stride 4 the window hugs the object, one small cell wider at the bottom right; at stride 16 a shape
-# of our size spans about two cells, and the window can be twice the object. Relative to the object,
+# of our size spans about two cells, and the window can be twice the object's area. Relative to the object,
 # 2 px on our median shape of 30 px is about what 8 px are on a 120-px object at stride 16. So the small
 # stride alone does not promise a small effect here: the RoIs are small too. Where the rounding shows
 # first is at strict IoU thresholds, so compare the AP75 rows of section 4 with the AP50 rows.
@@ -496,7 +497,7 @@ plt.show()
 #
 # What to expect: both mask losses fall from about 0.8 to about 0.4. RoIPool's features are misplaced
 # (the snapping of up to 2 px, and the window one cell too large at the bottom right), so its mask loss
-# should end a little higher, by a few hundredths. The next cell prints the CPU time of each run.
+# should end a little higher, by one or two hundredths. The next cell prints the CPU time of each run.
 
 # %%
 STEPS, BATCH, LR, WARMUP = 150, 8, 0.02, 20
@@ -813,7 +814,8 @@ assert extra.shape == (len(side), 2)
 # On average the swap moves the mask centroid up and to the left by about half a pixel (the third printed
 # line), a bias, though per object it varies: the printed share of objects that move both up and left is
 # to be read against the 25% a direction at random would give. (Even the trained model's own masks sit a
-# little up and left: the half-pixel offset of RoIAlign with `aligned=False`, notebook 05.) A shift and
+# little up and left, by under half a pixel (the first printed line); this notebook does not measure where
+# that comes from.) A shift and
 # shrink of a pixel or so costs a big object little IoU and a small one a lot, and it costs far more at
 # the strict IoU threshold of AP75 than
 # at AP50 (compare the two lines printed above). Alignment is a matter of pixels, and AP75 is the metric
@@ -823,7 +825,9 @@ assert extra.shape == (len(side), 2)
 # training with RoIPool (the benchmark's mean, section 3). A network trained with RoIPool can learn to
 # correct a bias that is always the same, and to live with the rounding, while one trained with RoIAlign
 # relies on exact alignment, so we expect the swap to cost more. The paper's Table 2c measures the
-# adapted case, and so does our benchmark.
+# adapted case, and so does our benchmark. The two figures come from two different models (the cached one,
+# 700 steps with the refitted anchors, and the benchmark's 500-step baselines, section 3), so compare
+# each also relative to its own baseline's mask AP.
 
 # %%
 swap_change = 100 * (scores["pool"]["coco"]["segm"]["AP"] - scores["align"]["coco"]["segm"]["AP"])
@@ -867,7 +871,7 @@ print(f"mask AP change, swapping RoIPool into the trained model: {swap_change:+.
 # returns the smallest whole `n` for which `|difference|` is larger than `k` standard errors of the
 # difference of the two means (section 4's SE with $n_b = n_v = n$). Then use it, in a cell of your own,
 # on the class-agnostic question of section 4: a change of the paper's relative size (section 3's `rel.`
-# column, −2%) applied to our baseline's mean AP, at `k = 2`, once pretending that both variants spread
+# column: the paper's −0.6 of 30.3, −1.98%) applied to our baseline's mean AP, at `k = 2`, once pretending that both variants spread
 # like our baseline (`stats("baseline")[1]`), once that both spread like our class-agnostic runs
 # (`stats("class_agnostic")[1]`). Why do the two answers differ so much, and which one is the honest
 # budget for the benchmark?
@@ -929,8 +933,10 @@ check_welch(my_welch);
 # order) and returns `(se_unpaired, se_paired, r)`: section 4's SE of the difference of the means, the
 # SE of the mean per-seed difference, and the correlation of the two lists over the seeds. Show
 # numerically that $\mathrm{SE}_{paired}^2 = \mathrm{SE}_{unpaired}^2 - 2 r s_b s_v / n$ on the runs of
-# `roi_pool` (AP75) and of `softmax` (AP), using `stats(variant, metric)[3]` for the seeds' values: for
-# which does pairing pay, and why does it not for the other?
+# `roi_pool` (AP75) and of `softmax` (AP), using `stats(variant, metric)[3]` for the seeds' values (in
+# the order of the runs, here seeds 0, 1, 2). For each, give SE_paired / SE_unpaired and both t values; then
+# explain why roi_pool AP75's paired p is no smaller than its Welch p although its SE is about 3x smaller
+# (compare `ablations.t_critical(2)` with the Welch df's `t_critical`).
 #
 # *Hint:* `statistics.stdev` and `statistics.correlation` (Python 3.10+) are all you need; the check
 # refuses `ablations.paired`, `ablations.compare` and scipy.
