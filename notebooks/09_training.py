@@ -1011,8 +1011,8 @@ check_box_loss_per_positive(my_per_positive);
 # ### Exercise 4 — Predict · about 15 min: boxes through scale jitter
 #
 # A dataset without masks still needs its boxes moved with the image. Write
-# `my_jitter_boxes(boxes, image_size, scale, offset)` for [Appendix A.2](#a2)'s formula (read Appendix
-# A.2 first) with the window the
+# `my_jitter_boxes(boxes, image_size, scale, offset)` for Appendix A.2's formula (read Appendix
+# A.2, after the exercises, first) with the window the
 # image's own size `(H, W)`: scale, shift by `offset = (top, left)`, clip to the window, and drop the
 # boxes left with no width or height. One detail decides the last decimals: the resized image has
 # `round(H * scale)` rows, so the scale really applied is `round(H * scale) / H` (and likewise for the
@@ -1154,8 +1154,6 @@ plt.show()
 
 # %% [markdown]
 # ### A.2 Augmentation: a flip, and scale jitter
-#
-# <a id="a2"></a>
 #
 # **Common mistake: "the paper's only training augmentation is a horizontal flip".** The Mask R-CNN
 # paper's training recipe (Sec. 3.1, "Training") resizes every image so that its shorter side is 800
