@@ -81,14 +81,15 @@ classroom: $(CLASSROOM_STAMP)
 # nbgrader's flow on every notebook, and mrcnn_teach.grade against it (tests/test_classroom.py).
 # nbgrader runs `alembic` from PATH, hence the venv's bin/ on it. CLASSROOM_JOBS notebooks at a time
 # (pytest-xdist), the CPU cores shared out among them as torch threads; each worker prints its table of
-# times into build/classroom-times/.
+# times into build/classroom-times/. The notebooks come heaviest first (tests/test_classroom.py) and a
+# worker is handed one test at a time (--maxschedchunk 1), so no heavy notebook waits behind another.
 CLASSROOM_JOBS ?= $(TEST_JOBS)
 CLASSROOM_THREADS ?= $(shell n=$$(( $$(nproc) / $(CLASSROOM_JOBS) )); echo $$(( n > 0 ? n : 1 )))
 classroom-test: $(CLASSROOM_STAMP)
 	rm -rf build/classroom-times
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MRCNN_TEACH_CLASSROOM_TEST=1 MRCNN_TEACH_CLASSROOM_TIMES=build/classroom-times \
 	  OMP_NUM_THREADS=$(CLASSROOM_THREADS) MKL_NUM_THREADS=$(CLASSROOM_THREADS) \
-	  $(PY) -m pytest tests/test_classroom.py -n $(CLASSROOM_JOBS) --dist worksteal; status=$$?; \
+	  $(PY) -m pytest tests/test_classroom.py -n $(CLASSROOM_JOBS) --dist load --maxschedchunk 1; status=$$?; \
 	  cat build/classroom-times/*.txt 2>/dev/null; exit $$status
 
 clean:

@@ -497,7 +497,15 @@ class Timer:
 
 
 ONLY = os.environ.get("MRCNN_TEACH_CLASSROOM_NOTEBOOKS", "").split()  # e.g. "05 11", while working on them
-COURSE_NOTEBOOKS = [p for p in numbered_notebooks() if not ONLY or p.stem in ONLY or p.stem[:2] in ONLY]
+# Seconds of nbgrader work per notebook in `make classroom-test` (the per-worker tables of 2026-12-01, one torch
+# thread each; autograde of both courses, grade and feedback). Only an order: the course runs heaviest first, so
+# that pytest-xdist (--dist load --maxschedchunk 1, the Makefile) hands notebook 12's quarter hour to one worker
+# while the other takes the next ones, instead of queueing a second heavy notebook behind it. A notebook not
+# listed counts as 100 s.
+COURSE_SECONDS = {"00": 115, "01": 118, "02": 77, "03": 125, "04": 84, "05": 85, "06": 106, "07": 103,
+                  "08": 120, "09": 225, "10": 225, "11": 107, "12": 883, "13": 362}
+COURSE_NOTEBOOKS = sorted((p for p in numbered_notebooks() if not ONLY or p.stem in ONLY or p.stem[:2] in ONLY),
+                          key=lambda p: -COURSE_SECONDS.get(p.stem[:2], 100))
 FULL = os.environ.get("MRCNN_TEACH_CLASSROOM_FULL") == "1"
 
 
