@@ -59,3 +59,62 @@ def test_every_exercise_of_a_notebook_has_a_tested_solution(nb_path):
     assert used, f"{nb_path.name} has no exercise check cells"
     solved = {check.__name__ for check, _ in load(solution_file).CHECKS}
     assert used <= solved, f"{nb_path.name}: checks without a tested solution: {sorted(used - solved)}"
+
+
+# Answers as a notebook defines them: at the top level of the kernel, so the library's functions are globals.
+NOTEBOOK_ANSWERS = """
+import torch
+from mrcnn_teach.exercises import nb06
+from mrcnn_teach.poolers import assign_levels
+
+
+def boxes():
+    sides = torch.tensor(nb06.LEVEL_SIDES)  # (7,)
+    return torch.stack([torch.zeros(7), torch.zeros(7), sides, sides], dim=1)  # (7, 4)
+
+
+def cheat_inline():
+    return (assign_levels(boxes(), canonical_scale=nb06.LOW_CANONICAL_SCALE) + 2).tolist()
+
+
+def cheat_in_a_lambda():
+    levels = lambda b: (assign_levels(b, canonical_scale=nb06.LOW_CANONICAL_SCALE) + 2).tolist()
+    return levels(boxes())
+
+
+def cheat_in_a_helper():
+    def helper():
+        return [k + 2 for k in assign_levels(boxes(), canonical_scale=32).tolist()]
+    return helper()
+
+
+def typed_in(levels=tuple(cheat_inline())):  # the right levels, as a student would type them
+    return list(levels)
+"""
+
+
+def test_refuse_names_sees_into_nested_functions_and_lambdas():
+    from mrcnn_teach.exercises import names_used, refuse_names
+
+    answers: dict = {}
+    exec(NOTEBOOK_ANSWERS, answers)
+    for name in ("cheat_inline", "cheat_in_a_lambda", "cheat_in_a_helper"):
+        assert "assign_levels" in names_used(answers[name]), name
+        with pytest.raises(AssertionError, match="don't call assign_levels: work it out"):
+            refuse_names(answers[name], {"assign_levels", "BalancedSampler"}, "work it out")
+    for answer in (answers["typed_in"], None, 3, len):  # no call to refuse, or no Python code at all
+        refuse_names(answer, {"assign_levels"}, "work it out")
+
+
+def test_a_check_refuses_the_library_call_hidden_in_a_helper(capsys):
+    """Notebook 06's Exercise 1 (predict the levels) answered by the library, inline, in a lambda or in a
+    nested helper: the right levels, refused all the same, and told why; the same levels typed in pass."""
+    from mrcnn_teach.exercises import nb06
+
+    answers: dict = {}
+    exec(NOTEBOOK_ANSWERS, answers)
+    assert nb06.check_levels_at_low_scale(answers["typed_in"]) is True
+    for name in ("cheat_inline", "cheat_in_a_lambda", "cheat_in_a_helper"):
+        capsys.readouterr()
+        assert nb06.check_levels_at_low_scale(answers[name]) is False, name
+        assert "don't call assign_levels" in capsys.readouterr().out, name

@@ -118,6 +118,25 @@ def need_function(answer) -> None:
     assert callable(answer), f"expected a function, got {type(answer).__name__}"
 
 
+def names_used(answer) -> set[str]:
+    """Every global and attribute name `answer`'s code reads, the functions and lambdas defined inside it
+    included; an empty set for something that has no Python code (a number, a builtin, None)."""
+    names, codes = set(), [getattr(answer, "__code__", None)]
+    while codes:
+        code = codes.pop()
+        if code is not None:
+            names.update(code.co_names)
+            codes += [c for c in code.co_consts if hasattr(c, "co_names")]  # nested functions, lambdas
+    return names
+
+
+def refuse_names(answer, forbidden, why: str) -> None:
+    """Fail (a check's assertion) when `answer` uses one of the `forbidden` names: the library call that would
+    answer the exercise, or the one the check compares with. `why` completes "don't call X: ..."."""
+    used = sorted(names_used(answer) & set(forbidden))
+    assert not used, f"don't call {', '.join(used)}: {why}"
+
+
 def tiny_backbone():
     """A small random ResNet-18 + FPN (8 channels), built without moving the caller's random state.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import need_function, run_check
+from . import need_function, refuse_names, run_check
 
 STAGES = ("stem", "res2", "res3", "res4", "res5")
 
@@ -21,22 +21,6 @@ RESNET_D_HIDDEN = [(160, 93), (127, 128), (64, 97), (252, 250), (93, 190), (33, 
 # (in_channels, planes, stride, h, w): the first block of a stage and its input size.
 BOTTLENECK_CASES = [(64, 64, 1, 56, 56), (256, 128, 2, 56, 56), (512, 256, 2, 28, 28), (1024, 512, 2, 13, 17)]
 BOTTLENECK_HIDDEN = [(256, 64, 1, 20, 30), (48, 16, 2, 9, 7), (2048, 512, 1, 7, 7), (128, 32, 2, 15, 16)]
-
-
-def _names_used(answer):
-    """The global and attribute names that `answer`'s code (and the functions defined inside it) reads."""
-    names, codes = set(), [answer.__code__] if hasattr(answer, "__code__") else []
-    while codes:
-        code = codes.pop()
-        names.update(code.co_names)
-        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
-
-
-def _refuse(answer, forbidden, why):
-    """Fail (as a check's assertion) when `answer` calls one of the `forbidden` names."""
-    used = sorted(_names_used(answer) & set(forbidden))
-    assert not used, f"do not use {', '.join(used)}: {why}"
 
 
 def resnet_d_body():
@@ -110,8 +94,8 @@ def check_freeze_stages(freeze_stages) -> bool:
 
     def compare():
         need_function(freeze_stages)
-        _refuse(freeze_stages, ("freeze_stages", "freeze_batchnorm"),
-                "the library's function is the solution; write it yourself")
+        refuse_names(freeze_stages, ("freeze_stages", "freeze_batchnorm"),
+                     "the library's function is the solution; write it yourself")
         g = torch.Generator().manual_seed(3)
         probes = _stage_inputs(g)
         for k in (3, 1, 4):
@@ -165,9 +149,9 @@ def check_bottleneck_cost(bottleneck_cost, hidden=False) -> bool:
 
     def compare():
         need_function(bottleneck_cost)
-        _refuse(bottleneck_cost, ("make_stage", "Bottleneck", "FlopCounterMode", "flop_counter", "macs",
-                                  "bottleneck_cost_measured"),
-                "that is how the check measures the answer; count with arithmetic only")
+        refuse_names(bottleneck_cost, ("make_stage", "Bottleneck", "FlopCounterMode", "flop_counter", "macs",
+                                       "bottleneck_cost_measured"),
+                     "that is how the check measures the answer; count with arithmetic only")
         for in_channels, planes, stride, h, w in BOTTLENECK_HIDDEN if hidden else BOTTLENECK_CASES:
             got = tuple(int(v) for v in bottleneck_cost(in_channels, planes, stride, h, w))
             expected = bottleneck_cost_measured(in_channels, planes, stride, h, w)

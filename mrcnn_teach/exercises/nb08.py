@@ -11,24 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import need_function, run_check
-
-
-def _names_used(answer) -> set[str]:
-    """Every global and attribute name the answer's code uses, its nested functions and lambdas included."""
-    names, codes = set(), [getattr(answer, "__code__", None)]
-    while codes:
-        code = codes.pop()
-        if code is None:
-            continue
-        names.update(code.co_names)
-        codes += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
-
-
-def _refuse(answer, forbidden: set[str], why: str) -> None:
-    used = sorted(_names_used(answer) & forbidden)
-    assert not used, f"don't call {', '.join(used)}: {why}"
+from . import need_function, refuse_names, run_check
 
 
 # ------------------------------------------------------------------------------- exercise 1
@@ -44,8 +27,8 @@ def check_fpn_params(my_fpn_params, hidden=False) -> bool:
 
     def compare():
         need_function(my_fpn_params)
-        _refuse(my_fpn_params, {"FPN", "parameters", "numel", "Conv2d", "BackboneWithFPN", "build_maskrcnn"},
-                "count the weights and biases of each conv by hand, without building one")
+        refuse_names(my_fpn_params, {"FPN", "parameters", "numel", "Conv2d", "BackboneWithFPN", "build_maskrcnn"},
+                     "count the weights and biases of each conv by hand, without building one")
         for in_channels, out_channels in FPN_HIDDEN if hidden else FPN_CASES:
             expected = sum(p.numel() for p in FPN(in_channels, out_channels).parameters())
             got = my_fpn_params(list(in_channels), out_channels)
@@ -80,9 +63,9 @@ def check_image_sizes(my_image_sizes, hidden=False) -> bool:
 
     def compare():
         need_function(my_image_sizes)
-        _refuse(my_image_sizes, {"ImageTransform", "transform", "interpolate", "resize", "batch_images",
-                                 "build_maskrcnn", "GeneralizedRCNNTransform"},
-                "work the sizes out with arithmetic, as interpolate does, without resizing anything")
+        refuse_names(my_image_sizes, {"ImageTransform", "transform", "interpolate", "resize", "batch_images",
+                                      "build_maskrcnn", "GeneralizedRCNNTransform"},
+                     "work the sizes out with arithmetic, as interpolate does, without resizing anything")
         for sizes, min_size, max_size in SIZE_HIDDEN if hidden else SIZE_CASES:
             expected_sizes, expected_batch = _true_sizes(sizes, min_size, max_size)
             got = my_image_sizes([tuple(s) for s in sizes], min_size, max_size, 32)
@@ -118,9 +101,9 @@ def check_predictor_shapes(my_predictor_shapes, hidden=False) -> bool:
 
     def compare():
         need_function(my_predictor_shapes)
-        _refuse(my_predictor_shapes, {"build_maskrcnn", "build_from_config", "BoxPredictor", "MaskPredictor",
-                                      "RoIHeads", "roi_heads", "box_predictor", "mask_predictor"},
-                "work the shapes out from the config and notebooks 06-07, without building the model")
+        refuse_names(my_predictor_shapes, {"build_maskrcnn", "build_from_config", "BoxPredictor", "MaskPredictor",
+                                           "RoIHeads", "roi_heads", "box_predictor", "mask_predictor"},
+                     "work the shapes out from the config and notebooks 06-07, without building the model")
         for num_classes, agnostic in PREDICTOR_HIDDEN if hidden else PREDICTOR_CASES:
             expected = _predictor_shapes(num_classes, agnostic)
             got = my_predictor_shapes(num_classes, agnostic)
@@ -161,8 +144,8 @@ def check_rescale_boxes(my_rescale_boxes, hidden=False) -> bool:
 
     def compare():
         need_function(my_rescale_boxes)
-        _refuse(my_rescale_boxes, {"resize_boxes", "postprocess", "ImageTransform", "transform", "interpolate"},
-                "write the rescale yourself")
+        refuse_names(my_rescale_boxes, {"resize_boxes", "postprocess", "ImageTransform", "transform", "interpolate"},
+                     "write the rescale yourself")
         for k, (original, min_size, max_size) in enumerate(RESCALE_HIDDEN if hidden else RESCALE_CASES):
             boxes, resized = _rescale_case(original, min_size, max_size, seed=80 + k + 10 * hidden)
             expected = resize_boxes(boxes, resized, original)  # (N, 4)

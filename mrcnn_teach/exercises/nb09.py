@@ -7,21 +7,7 @@ import math
 
 import torch
 
-from . import need_function, run_check
-
-
-def _names_used(code) -> set:
-    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _names_used(const)
-    return names
-
-
-def _refuse(answer, names: set, why: str) -> None:
-    used = _names_used(getattr(answer, "__code__", None) or compile("", "", "exec")) & names
-    assert not used, f"your function calls {sorted(used)}, which {why}: work it out yourself"
+from . import need_function, refuse_names, run_check
 
 
 # (num_images, world_size, TrainConfig fields): COCO train2017 on 8 GPUs x 2 (the paper's batch of 16),
@@ -54,8 +40,9 @@ def check_run_lr(my_lr, hidden=False) -> bool:
 
     def compare():
         need_function(my_lr)
-        _refuse(my_lr, {"WarmupStepDecay", "scaled_lr", "steps_per_epoch", "build_scheduler", "LambdaLR",
-                        "Trainer", "build_optimizer", "DistributedSampler"}, "computes the answer")
+        refuse_names(my_lr, {"WarmupStepDecay", "scaled_lr", "steps_per_epoch", "build_scheduler", "LambdaLR",
+                             "Trainer", "build_optimizer", "DistributedSampler"},
+                     "the library computes the answer; work it out yourself")
         for num_images, world_size, fields in (_LR_HIDDEN if hidden else _LR_CASES):
             cfg = TrainConfig(max_minutes=None, **fields)
             total = cfg.epochs * steps_per_epoch(num_images, cfg, world_size)
@@ -93,8 +80,9 @@ def check_clip(my_clip_grad_norm, hidden=False) -> bool:
 
     def compare():
         need_function(my_clip_grad_norm)
-        _refuse(my_clip_grad_norm, {"clip_grad_norm_", "clip_grad_norm", "clip_grads_with_norm_",
-                                    "get_total_norm", "clip_grad_value_"}, "is the function to write")
+        refuse_names(my_clip_grad_norm, {"clip_grad_norm_", "clip_grad_norm", "clip_grads_with_norm_",
+                                         "get_total_norm", "clip_grad_value_"},
+                     "the clip is the function to write; work it out yourself")
         for grads, max_norm in _clip_cases(hidden):
             mine = [torch.zeros(g.shape if g is not None else (2,), requires_grad=True) for g in grads]
             ref = [torch.zeros(g.shape if g is not None else (2,), requires_grad=True) for g in grads]
@@ -185,7 +173,8 @@ def check_jitter_boxes(my_jitter_boxes, hidden=False) -> bool:
 
     def compare():
         need_function(my_jitter_boxes)
-        _refuse(my_jitter_boxes, {"scale_jitter", "RandomScaleJitter"}, "computes the answer")
+        refuse_names(my_jitter_boxes, {"scale_jitter", "RandomScaleJitter"},
+                     "the library computes the answer; work it out yourself")
         for rows, (h, w), scale, offset in (_JITTER_HIDDEN if hidden else _JITTER_CASES):
             boxes = torch.tensor(rows)  # (N, 4)
             target = {"boxes": boxes.clone(), "labels": torch.arange(1, len(rows) + 1)}

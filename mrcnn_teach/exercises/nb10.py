@@ -16,22 +16,7 @@ import torch
 
 from ..masks import paste_masks_in_image
 from ..nms import nms
-from . import need_function, run_check
-
-
-def _names_used(code) -> set:
-    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _names_used(const)
-    return names
-
-
-def _refuse(answer, forbidden: set, why: str) -> None:
-    code = getattr(answer, "__code__", None)
-    used = _names_used(code) & forbidden if code is not None else set()
-    assert not used, f"don't call {', '.join(sorted(used))}: {why}"
+from . import need_function, refuse_names, run_check
 
 
 # --------------------------------------------------------------------------- 1. Predict: the pasted extent
@@ -69,8 +54,8 @@ def check_mask_extent(answer, hidden=False) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"paste_masks_in_image", "paste_masks", "interpolate", "grid_sample", "expand_boxes"},
-                "work the extent out from the box (the grown box, its whole pixels, the fade of the zero ring)")
+        refuse_names(answer, {"paste_masks_in_image", "paste_masks", "interpolate", "grid_sample", "expand_boxes"},
+                     "work the extent out from the box (the grown box, its whole pixels, the fade of the zero ring)")
         for box, p in _hidden_extent_cases() if hidden else EXTENT_CASES:
             expected = _extent(box, p)
             if expected is None:
@@ -190,8 +175,8 @@ def check_postprocess(answer, hidden=False) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"postprocess_detections", "RoIHeads", "roi_heads"},
-                "fix the buggy copy; the library's post-processing is the reference it is compared with")
+        refuse_names(answer, {"postprocess_detections", "RoIHeads", "roi_heads"},
+                     "fix the buggy copy; the library's post-processing is the reference it is compared with")
         for logits, deltas, proposals, size, s, t, top in _postprocess_cases(hidden):
             boxes, scores, labels = (x[0] for x in _reference_heads(s, t, top).postprocess_detections(
                 logits, deltas, [proposals], [size]))  # (D, 4), (D,), (D,)

@@ -14,22 +14,7 @@ import torch
 
 from ..boxes import box_iou
 from ..evaluate import ERROR_TYPES, detection_errors
-from . import close, need_function, run_check
-
-
-def _names_used(code) -> set:
-    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _names_used(const)
-    return names
-
-
-def _refuse(answer, forbidden: set, why: str) -> None:
-    code = getattr(answer, "__code__", None)
-    used = sorted(forbidden & _names_used(code)) if code is not None else []
-    assert not used, f"don't call {', '.join(used)}: {why}"
+from . import close, need_function, refuse_names, run_check
 
 
 # --------------------------------------------------------------------------- exercise 1
@@ -64,8 +49,9 @@ def check_tiny_kinds(answer) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"detection_errors", "error_curves", "_greedy_match", "box_iou", "match_detections",
-                         "class_detections"}, "work the kinds out by hand from the picture and the IoU table of section 2")
+        refuse_names(answer, {"detection_errors", "error_curves", "_greedy_match", "box_iou", "match_detections",
+                              "class_detections"},
+                     "work the kinds out by hand from the picture and the IoU table of section 2")
         got = answer()
         assert isinstance(got, dict), "return a dict {'d1': kind, ..., 'd9': kind}"
         expected = _tiny_kinds(0.75)
@@ -101,9 +87,9 @@ def check_envelope_ap(answer) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"interpolated_precision", "precision_recall", "envelope", "coco_precision", "error_curves",
-                         "_interpolated_precision", "my_ap", "interpolated_ap"},
-                "work the three APs out on paper, with the 101 recall points of section 2c")
+        refuse_names(answer, {"interpolated_precision", "precision_recall", "envelope", "coco_precision",
+                              "error_curves", "_interpolated_precision", "my_ap", "interpolated_ap"},
+                     "work the three APs out on paper, with the 101 recall points of section 2c")
         got = answer()
         assert isinstance(got, (tuple, list)) and len(got) == 3, "return three numbers: (before, + 2 FPs, + FP FP TP)"
         expected = [_ap101(ENVELOPE_LIST, ENVELOPE_OBJECTS)] + [
@@ -166,9 +152,10 @@ def check_ap(answer, hidden=False) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"interpolated_precision", "envelope", "precision_recall", "coco_precision", "class_detections",
-                         "_interpolated_precision", "error_curves"},
-                "section 2's helpers already read the envelope at 101 points; write the envelope and its reading yourself")
+        refuse_names(answer, {"interpolated_precision", "envelope", "precision_recall", "coco_precision",
+                              "class_detections", "_interpolated_precision", "error_curves"},
+                     "section 2's helpers already read the envelope at 101 points; "
+                     "write the envelope and its reading yourself")
         for name, recall, precision in (_pr_cases(seed=1122, visible=False) if hidden else _pr_cases()):
             for num_points in (101, 11, None):
                 expected = (_voc_all_points_ap(recall, precision) if num_points is None
@@ -212,8 +199,8 @@ def check_error_kinds(answer, hidden=False) -> bool:
 
     def compare():
         need_function(answer)
-        _refuse(answer, {"detection_errors", "_greedy_match", "error_curves"},
-                "fix the function above; the library's detection_errors is what it is compared with")
+        refuse_names(answer, {"detection_errors", "_greedy_match", "error_curves"},
+                     "fix the function above; the library's detection_errors is what it is compared with")
         for n, (ious, scores, det_labels, gt_labels, t, expected) in enumerate(
                 _kinds_cases(1142 if hidden else 1141)):
             got = answer(ious.clone(), scores.clone(), det_labels.clone(), gt_labels.clone(), t)

@@ -9,22 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from . import need_function, run_check
-
-
-def _names_used(code) -> set:
-    """Every global and attribute name a code object uses, its nested functions and lambdas included."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if hasattr(const, "co_names"):
-            names |= _names_used(const)
-    return names
-
-
-def _refuse(answer, names: set, why: str) -> None:
-    code = getattr(answer, "__code__", None)
-    used = sorted(_names_used(code) & names) if code is not None else []
-    assert not used, f"don't call {', '.join(used)}: {why}"
+from . import need_function, refuse_names, run_check
 
 
 # ------------------------------------------------------------------ Exercise 1: seeds needed
@@ -80,8 +65,8 @@ def check_welch(my_welch, hidden=False) -> bool:
 
     def compare():
         need_function(my_welch)
-        _refuse(my_welch, {"welch", "ttest_ind", "compare", "comparisons", "scipy", "buggy_welch"},
-                "fix the formula in your own code (the check compares with Welch-Satterthwaite)")
+        refuse_names(my_welch, {"welch", "ttest_ind", "compare", "comparisons", "scipy", "buggy_welch"},
+                     "fix the formula in your own code (the check compares with Welch-Satterthwaite)")
         for a, b in (WELCH_HIDDEN if hidden else WELCH_CASES):
             t, df = _welch(a, b)
             got = my_welch(list(a), list(b))
@@ -115,8 +100,8 @@ def check_paired_vs_unpaired(my_paired_vs_unpaired, hidden=False) -> bool:
 
     def compare():
         need_function(my_paired_vs_unpaired)
-        _refuse(my_paired_vs_unpaired, {"paired", "welch", "compare", "comparisons", "scipy", "ttest_rel"},
-                "compute the two standard errors yourself, from the seeds' values")
+        refuse_names(my_paired_vs_unpaired, {"paired", "welch", "compare", "comparisons", "scipy", "ttest_rel"},
+                     "compute the two standard errors yourself, from the seeds' values")
         for baseline, variant in (PAIRED_HIDDEN if hidden else PAIRED_CASES):
             expected = _paired_vs_unpaired(baseline, variant)
             got = my_paired_vs_unpaired(list(baseline), list(variant))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import need_function, run_check
+from . import need_function, refuse_names, run_check
 
 # --------------------------------------------------------------------------- exercise 1
 
@@ -51,9 +51,8 @@ def check_polygon_annotations(answer) -> bool:
 
     def compare():
         need_function(answer)
-        used = set(getattr(getattr(answer, "__code__", None), "co_names", ())) & {"labelme_to_coco", "CocoDetection"}
-        assert not used, (f"do not call {', '.join(sorted(used))}: work the numbers out on paper (the check "
-                          "converts the shapes itself)")
+        refuse_names(answer, {"labelme_to_coco", "CocoDetection"},
+                     "work the numbers out on paper (the check converts the shapes itself)")
         got = answer()
         assert got is not None and len(got) == 2, "return a list of two tuples, one per shape (bracket, washer)"
         for (bbox, box, area, label), mine, shape in zip(_exercise1_truth(), got, EXERCISE1_SHAPES):
@@ -175,8 +174,7 @@ def check_input_size(answer) -> bool:
 
     def compare():
         need_function(answer)
-        used = set(getattr(getattr(answer, "__code__", None), "co_names", ())) & {"cheapest_scale"}
-        assert not used, "do not call the check's cheapest_scale: the search over scales is the exercise"
+        refuse_names(answer, {"cheapest_scale"}, "it is the check's own; the search over scales is the exercise")
         got = answer()
         assert got is not None and len(got) == 2, "return (min_size, max_size)"
         min_size, max_size = (int(v) for v in got)
