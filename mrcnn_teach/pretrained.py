@@ -146,6 +146,45 @@ def training_log(steps: int = DEFAULT_STEPS) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def cached_run(train, **kwargs):
+    """`train(**kwargs)` run once and its result cached beside the trained model; later calls load it.
+
+    For a notebook's own short training runs (notebook 12 trains three models from scratch, minutes
+    each): the first run of the notebook trains, a second one (or a grader's) takes seconds. The key is
+    the function's source, the arguments, and the library's and torch's versions, so everything that
+    decides the result must be in the function or its arguments: change either and it trains again.
+    Returns (train's result, the CPU seconds that the run which made it took). The result is stored with
+    torch.save (pickle): it may be anything torch.save takes, a model included. Same lock and atomic write
+    as `trained_shapes_model`.
+    """
+    import inspect
+
+    import torch
+
+    try:
+        source = inspect.getsource(train)
+    except (OSError, TypeError):  # no source to read (defined by exec): its bytecode and constants instead
+        source = repr((train.__code__.co_code, train.__code__.co_consts))
+    recipe = {"name": train.__qualname__, "source": source, "kwargs": {k: repr(v) for k, v in sorted(kwargs.items())},
+              "version": __version__, "torch": torch.__version__}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"run-{train.__name__}-{key}.pt"
+    with _locked(path):
+        if path.exists():
+            try:
+                saved = torch.load(path, weights_only=False)  # our own cache, written below
+                return saved["result"], saved["cpu_seconds"]
+            except Exception:  # a file damaged after it was written: run again
+                path.unlink()
+        start = time.process_time()
+        result = train(**kwargs)
+        cpu_seconds = time.process_time() - start
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".run-", suffix=".pt", delete=False) as f:
+            torch.save({"result": result, "cpu_seconds": cpu_seconds, "recipe": recipe}, f)
+        os.replace(f.name, path)  # atomic: readers see no file or the whole file
+    return result, cpu_seconds
+
+
 def main(argv=None) -> int:
     """`python -m mrcnn_teach.pretrained`: train the cached model now if it is missing (make model)."""
     import argparse

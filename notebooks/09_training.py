@@ -26,7 +26,7 @@
 #
 # **Run time:** about 3 minutes of CPU on a 2-core machine (183 s measured; nearly 10 minutes of wall time
 # when the machine was shared with other jobs), most of it the live training of section 3; the first
-# notebook you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it ahead); later notebooks load it
+# notebook you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it
 # in a second.
 
 # %%

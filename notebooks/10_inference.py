@@ -27,8 +27,8 @@
 # **Run time:** about a minute on a 2-core CPU (measured: 64 s of CPU time on one thread; most of it
 # goes to running the model on 100 held-out images four times, once in section 8 and once per NMS
 # threshold in section 9); the first notebook
-# you run also trains the shared shapes model once, a few minutes (700 steps; `make model` trains it
-# ahead); later notebooks load it in a second.
+# you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps;
+# `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

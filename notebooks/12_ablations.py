@@ -27,10 +27,11 @@
 # class-agnostic masks), [09 — Training](09_training.ipynb) (the training step and the recipe),
 # [11 — Evaluation](11_evaluation.ipynb) (COCO AP).
 #
-# **Run time:** about 7 minutes on a 2-core CPU (412 s on a fresh clone), nearly all of it the three live
-# training runs of sections 6 and 7, which print their CPU time (about 4 to 4.5 CPU-minutes each in the saved
-# outputs, run single-threaded on a shared machine); the first notebook you run also trains the shared shapes model once, about 3 minutes;
-# later notebooks load it in a second.
+# **Run time:** about 9 minutes on a 2-core CPU the first time (519 s measured), nearly all of it the three
+# live training runs of sections 6 and 7, which print their CPU time (about 5 CPU-minutes each on two
+# threads). They are then cached, so a second run of the notebook takes about a minute (60 s measured).
+# The first notebook you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU
+# (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.
@@ -56,7 +57,6 @@ import importlib.util
 import math
 import os
 import statistics
-import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -71,7 +71,7 @@ from mrcnn_teach.configs import get_config
 from mrcnn_teach.datasets import CLASSES, ShapesDataset, collate_fn
 from mrcnn_teach.evaluate import evaluate
 from mrcnn_teach.masks import paste_masks_in_image, project_masks_on_boxes
-from mrcnn_teach.pretrained import trained_shapes_model
+from mrcnn_teach.pretrained import cached_run, trained_shapes_model
 from mrcnn_teach.train import build_optimizer, build_scheduler, get_train_config, training_step
 from mrcnn_teach.visualize import class_color, show_mask_grid
 
@@ -349,13 +349,13 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"t needed at the 5% level: df 4 (equal variances) {ablations.t_critical(4):.2f}, df 2 {ablations.t_critical(2):.2f}\n")
-print(f"{'variant':<15}{'metric':<6}{'per-seed Δ (points)':<22}{'paired mean ± std':>18}{'t':>7}{'p':>7}  |"
+print(f"{'variant':<15}{'metric':<7}{'per-seed Δ (points)':<22}{'paired mean ± std':>18}{'t':>7}{'p':>7}  |"
       f"{'Welch SE':>9}{'df':>5}{'t needed':>9}{'p':>7}{'r':>6}")
 for variant in others:
     for metric in ("AP", "AP50", "AP75"):
         c = comparisons[variant]["mask"][metric]
         p, w = c["paired"], c["welch"]
-        print(f"{variant:<15}{metric:<6}{', '.join(f'{100 * d:+.1f}' for d in p['diffs']):<22}"
+        print(f"{variant:<15}{metric:<7}{', '.join(f'{100 * d:+.1f}' for d in p['diffs']):<22}"
               f"{100 * p['delta']:>+10.1f} ± {100 * p['std']:<5.1f}{p['t']:>+7.1f}{p['p']:>7.3f}  |"
               f"{100 * w['se']:>9.1f}{w['df']:>5.1f}{w['t_crit']:>9.2f}{w['p']:>7.3f}{c['corr']:>+6.2f}")
 assert all(1 <= comparisons[v]["mask"][m]["welch"]["df"] <= 2 * len(seeds) - 2 for v in others for m in ("AP", "AP50", "AP75"))
@@ -498,32 +498,36 @@ plt.show()
 # What to expect: both mask losses fall from about 0.8 to about 0.4. RoIPool's features are misplaced
 # (the snapping of up to 2 px, and the window one cell too large at the bottom right), so its mask loss
 # should end a little higher, by one or two hundredths. The next cell prints the CPU time of each run.
+#
+# Each run goes through `cached_run` (in `mrcnn_teach/pretrained.py`, beside the shared model): the
+# notebook's first run trains, and keeps the result in the same cache as the trained model; a second run
+# of the notebook loads it in a second and prints the CPU time of the run that made it. The key is the
+# function's source and its arguments, so edit `train_from_scratch` or `RECIPE` and it trains again.
 
 # %%
 STEPS, BATCH, LR, WARMUP = 150, 8, 0.02, 20
-live_cfg = get_train_config("shapes_tiny", batch_size=BATCH, lr=LR, warmup_steps=WARMUP)
+RECIPE = dict(steps=STEPS, batch=BATCH, lr=LR, warmup=WARMUP)
 
 
-def train_from_scratch(**overrides):
-    """150 steps of `training_step` from seed 0; returns the model (eval mode) and the per-step losses."""
+def train_from_scratch(steps, batch, lr, warmup, **overrides):
+    """`steps` steps of `training_step` from seed 0; returns the model (eval mode) and the per-step losses."""
+    cfg = get_train_config("shapes_tiny", batch_size=batch, lr=lr, warmup_steps=warmup)
     torch.manual_seed(0)
     model = build_maskrcnn("shapes_tiny", num_classes=4, **overrides).train()
-    optimizer = build_optimizer(model, live_cfg)
-    scheduler = build_scheduler(optimizer, live_cfg, total_steps=STEPS)
-    loader = DataLoader(ShapesDataset(STEPS * BATCH, seed=0), batch_size=BATCH, collate_fn=collate_fn)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps=steps)
+    loader = DataLoader(ShapesDataset(steps * batch, seed=0), batch_size=batch, collate_fn=collate_fn)
     history = []
     for images, targets in loader:  # images: 8 x (3, 128, 128)
-        loss_dict, _ = training_step(model, optimizer, images, targets, live_cfg.grad_clip)
+        loss_dict, _ = training_step(model, optimizer, images, targets, cfg.grad_clip)
         scheduler.step()
         history.append({k: v.item() for k, v in loss_dict.items()})
     return model.eval(), history
 
 
 live, cpu_seconds = {}, {}
-for layer in ("align", "pool"):
-    start = time.process_time()
-    live[layer] = train_from_scratch(roi_layer=layer)
-    cpu_seconds[layer] = time.process_time() - start
+for layer in ("align", "pool"):  # trains on the notebook's first run; later runs load the result
+    live[layer], cpu_seconds[layer] = cached_run(train_from_scratch, **RECIPE, roi_layer=layer)
     last = np.mean([h["loss_mask"] for h in live[layer][1][-30:]])
     print(f"roi_layer={layer!r:<8} {STEPS} steps in {cpu_seconds[layer]:.0f} s of CPU time; "
           f"mask loss, mean of the last 30 steps: {last:.3f}")
@@ -621,9 +625,7 @@ print(f"last 50 steps: RoIPool's smoothed mask loss is higher on {np.mean(late >
 # class, the second reading will be much better than the first, and the share well below 1.
 
 # %%
-start = time.process_time()
-softmax_model, softmax_history = train_from_scratch(mask_loss="softmax")
-cpu_seconds["softmax"] = time.process_time() - start
+(softmax_model, softmax_history), cpu_seconds["softmax"] = cached_run(train_from_scratch, **RECIPE, mask_loss="softmax")
 print(f"mask_loss='softmax'  {STEPS} steps in {cpu_seconds['softmax']:.0f} s of CPU time; cross-entropy, mean of "
       f"the last 30 steps: {np.mean([h['loss_mask'] for h in softmax_history[-30:]]):.3f}")
 

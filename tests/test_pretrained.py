@@ -65,3 +65,42 @@ def test_same_recipe_same_weights_and_damaged_file_retrains(cache):
 def test_bad_steps(cache):
     with pytest.raises(ValueError, match="steps must be >= 1"):
         pretrained.trained_shapes_model(steps=0)
+
+
+def test_cached_run_runs_once_per_source_and_arguments(cache):
+    calls = []
+
+    def train(steps, seed=0):
+        calls.append((steps, seed))
+        torch.manual_seed(seed)
+        return {"weights": torch.randn(steps), "steps": steps}
+
+    first, seconds = pretrained.cached_run(train, steps=3)
+    again, seconds_again = pretrained.cached_run(train, steps=3)
+    assert calls == [(3, 0)]  # the second call loaded the file
+    assert torch.equal(first["weights"], again["weights"]) and seconds_again == seconds >= 0
+    pretrained.cached_run(train, steps=3, seed=1)
+    pretrained.cached_run(train, steps=4)
+    assert calls == [(3, 0), (3, 1), (4, 0)]  # other arguments: other runs
+    assert len(list(cache.glob("run-train-*.pt"))) == 3 and not list(cache.glob(".run-*"))
+
+    def train(steps, seed=0):  # noqa: F811 (same name, other source: another run)
+        calls.append("changed")
+        return steps
+
+    assert pretrained.cached_run(train, steps=3) == (3, pretrained.cached_run(train, steps=3)[1])
+    assert calls[-1] == "changed" and calls.count("changed") == 1
+
+
+def test_cached_run_replaces_a_damaged_file(cache):
+    calls = []
+
+    def train(n):
+        calls.append(n)
+        return n * 2
+
+    assert pretrained.cached_run(train, n=5)[0] == 10
+    (path,) = cache.glob("run-train-*.pt")
+    path.write_bytes(b"not a torch file")
+    assert pretrained.cached_run(train, n=5)[0] == 10 and calls == [5, 5]
+    assert pretrained.cached_run(train, n=5)[0] == 10 and calls == [5, 5]
