@@ -146,13 +146,21 @@ def training_log(steps: int = DEFAULT_STEPS) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _code_key(code) -> str:
+    """A code object's bytecode, the names it reads and its constants, nested code objects included (no
+    memory addresses: the same function defined twice gives the same key)."""
+    consts = [_code_key(c) if hasattr(c, "co_code") else repr(c) for c in code.co_consts]
+    return repr((code.co_code.hex(), code.co_names, consts))
+
+
 def cached_run(train, **kwargs):
     """`train(**kwargs)` run once and its result cached beside the trained model; later calls load it.
 
     For a notebook's own short training runs (notebook 12 trains three models from scratch, minutes
     each): the first run of the notebook trains, a second one (or a grader's) takes seconds. The key is
     the function's source, the arguments, and the library's and torch's versions, so everything that
-    decides the result must be in the function or its arguments: change either and it trains again.
+    decides the result must be in the function or its arguments: change either and it trains again. An
+    edit to the library's files does not change the key: delete the run-*.pt files of `cache_dir()` then.
     Returns (train's result, the CPU seconds that the run which made it took). The result is stored with
     torch.save (pickle): it may be anything torch.save takes, a model included. Same lock and atomic write
     as `trained_shapes_model`.
@@ -163,8 +171,8 @@ def cached_run(train, **kwargs):
 
     try:
         source = inspect.getsource(train)
-    except (OSError, TypeError):  # no source to read (defined by exec): its bytecode and constants instead
-        source = repr((train.__code__.co_code, train.__code__.co_consts))
+    except (OSError, TypeError):  # no source to read (defined by exec): what its code does and names instead
+        source = _code_key(train.__code__)
     recipe = {"name": train.__qualname__, "source": source, "kwargs": {k: repr(v) for k, v in sorted(kwargs.items())},
               "version": __version__, "torch": torch.__version__}
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]

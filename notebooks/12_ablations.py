@@ -502,7 +502,10 @@ plt.show()
 # Each run goes through `cached_run` (in `mrcnn_teach/pretrained.py`, beside the shared model): the
 # notebook's first run trains, and keeps the result in the same cache as the trained model; a second run
 # of the notebook loads it in a second and prints the CPU time of the run that made it. The key is the
-# function's source and its arguments, so edit `train_from_scratch` or `RECIPE` and it trains again.
+# function's source (comments included), its arguments and the library's and torch's versions: change
+# `STEPS`, `BATCH`, `LR` or `WARMUP` (not `RECIPE` itself: later cells read `STEPS`), or edit
+# `train_from_scratch`, and it trains again. An edit to the library's own files does not change the key:
+# after one, delete the `run-train_from_scratch-*.pt` files in `mrcnn_teach.pretrained.cache_dir()`.
 
 # %%
 STEPS, BATCH, LR, WARMUP = 150, 8, 0.02, 20

@@ -104,3 +104,17 @@ def test_cached_run_replaces_a_damaged_file(cache):
     path.write_bytes(b"not a torch file")
     assert pretrained.cached_run(train, n=5)[0] == 10 and calls == [5, 5]
     assert pretrained.cached_run(train, n=5)[0] == 10 and calls == [5, 5]
+
+
+def test_cached_run_keys_a_function_without_source_by_its_code(cache):
+    """Defined by exec (no source file): the same code is the same run, a different called name another."""
+    calls = []
+
+    def define(body_call):
+        namespace = {"calls": calls, "double": lambda n: 2 * n, "triple": lambda n: 3 * n}
+        exec(f"def train(n):\n    calls.append(n)\n    return [{body_call}(k) for k in range(n)]\n", namespace)
+        return namespace["train"]
+
+    assert pretrained.cached_run(define("double"), n=3)[0] == [0, 2, 4]
+    assert pretrained.cached_run(define("double"), n=3)[0] == [0, 2, 4] and calls == [3]  # defined again: loaded
+    assert pretrained.cached_run(define("triple"), n=3)[0] == [0, 3, 6] and calls == [3, 3]  # other name: trained
