@@ -497,13 +497,13 @@ class Timer:
 
 
 ONLY = os.environ.get("MRCNN_TEACH_CLASSROOM_NOTEBOOKS", "").split()  # e.g. "05 11", while working on them
-# Seconds of nbgrader work per notebook in `make classroom-test` (the per-worker tables of 2026-12-01, one torch
-# thread each; autograde of both courses, grade and feedback). Only an order: the course runs heaviest first, so
-# that pytest-xdist (--dist load --maxschedchunk 1, the Makefile) hands notebook 12's quarter hour to one worker
-# while the other takes the next ones, instead of queueing a second heavy notebook behind it. A notebook not
-# listed counts as 100 s.
-COURSE_SECONDS = {"00": 115, "01": 118, "02": 77, "03": 125, "04": 84, "05": 85, "06": 106, "07": 103,
-                  "08": 120, "09": 225, "10": 225, "11": 107, "12": 883, "13": 362}
+# Seconds of nbgrader work per notebook in `make classroom-test` (the per-worker tables of a fresh clone on
+# 2026-12-01, one torch thread each: autograde of both courses, grade and feedback; notebook 12 as after
+# `make test`, whose nbval run leaves its live training runs in the cache, else about 900 s). Only an order:
+# the course runs heaviest first, so that pytest-xdist (--dist load --maxschedchunk 1, the Makefile) never
+# queues one heavy notebook behind another on the same worker. A notebook not listed counts as 100 s.
+COURSE_SECONDS = {"00": 134, "01": 149, "02": 99, "03": 139, "04": 92, "05": 90, "06": 117, "07": 121,
+                  "08": 157, "09": 356, "10": 258, "11": 113, "12": 135, "13": 404}
 COURSE_NOTEBOOKS = sorted((p for p in numbered_notebooks() if not ONLY or p.stem in ONLY or p.stem[:2] in ONLY),
                           key=lambda p: -COURSE_SECONDS.get(p.stem[:2], 100))
 FULL = os.environ.get("MRCNN_TEACH_CLASSROOM_FULL") == "1"
