@@ -68,12 +68,17 @@ def train_config(steps: int = DEFAULT_STEPS):
     )
 
 
+def _digest(recipe: dict) -> str:
+    """12 hex digits of the SHA-256 of `recipe` as sorted JSON: the name a cached file carries."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def _fingerprint(cfg) -> str:
     from .configs import get_config
 
     recipe = {"train": dataclasses.asdict(cfg), "model": get_config(cfg.model, **cfg.model_overrides),
               "version": __version__}
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _digest(recipe)
 
 
 def checkpoint_path(steps: int = DEFAULT_STEPS) -> Path:
@@ -175,8 +180,7 @@ def cached_run(train, **kwargs):
         source = _code_key(train.__code__)
     recipe = {"name": train.__qualname__, "source": source, "kwargs": {k: repr(v) for k, v in sorted(kwargs.items())},
               "version": __version__, "torch": torch.__version__}
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / f"run-{train.__name__}-{key}.pt"
+    path = cache_dir() / f"run-{train.__name__}-{_digest(recipe)}.pt"
     with _locked(path):
         if path.exists():
             try:

@@ -933,6 +933,7 @@ def masks_on_proposals(features, proposals, sizes):
         probs = rh.predict_masks([f[i:i + 1] for f in features], [source], [labels[i]], [sizes[i]])[0]  # (D, 1, 28, 28)
         out.append(dict(boxes=boxes[i], labels=labels[i], scores=scores[i],
                         masks=masks_module.paste_masks_in_image(probs, source, sizes[i]),  # (D, 1, 128, 128)
+                        proposals=source,  # (D, 4)
                         source_iou=box_iou(boxes[i], source).diagonal()))  # (D,)
     return out
 
@@ -948,12 +949,12 @@ for name, ap in (("final boxes (the model)", ap_final), ("their proposals", ap_p
     print(f"masks on {name:<24} mask AP {ap['segm']['AP']:.3f}  AP50 {ap['segm']['AP50']:.3f}  "
           f"AP75 {ap['segm']['AP75']:.3f}   (box AP {ap['bbox']['AP']:.3f})")
 with torch.no_grad():  # the cost: the mask branch on one image's 100 proposals, or on its detections
-    one = [f[IMAGE_INDEX:IMAGE_INDEX + 1] for f in features100]
+    image_features = [f[IMAGE_INDEX:IMAGE_INDEX + 1] for f in features100]  # [P2..P6], each (1, C, H/s, W/s)
     cost = {}
     for name, rois in (("100 proposals", proposals100[IMAGE_INDEX]), ("detections", outputs100[IMAGE_INDEX]["boxes"])):
         start = time.perf_counter()
         for _ in range(10):
-            rh.predict_masks(one, [rois], [torch.ones(len(rois), dtype=torch.int64)], [sizes100[IMAGE_INDEX]])
+            rh.predict_masks(image_features, [rois], [torch.ones(len(rois), dtype=torch.int64)], [sizes100[IMAGE_INDEX]])
         cost[name] = (time.perf_counter() - start) / 10
 print(f"the mask branch on image {IMAGE_INDEX}: {1000 * cost['100 proposals']:.0f} ms on 100 proposals, "
       f"{1000 * cost['detections']:.0f} ms on its {len(outputs100[IMAGE_INDEX]['boxes'])} detections")
@@ -968,6 +969,40 @@ assert ap_final["segm"]["AP"] > ap_proposals["segm"]["AP"]
 # refined box, closer to the ground-truth boxes it also saw in training, puts the object better (a
 # proposal overlaps its final box only at the printed median IoU); and a mask pasted into a proposal
 # cannot reach outside it, so a proposal that is too small cuts the object off.
+#
+# One detection shows the difference: of those a user would see (score ≥ 0.5) with the right class, the
+# one whose proposal lies furthest from its final box. Its mask binarised at 0.5, computed on the final box (left) and on the
+# proposal (right), each drawn with the box it was computed in; the ground truth's outline in white.
+
+# %%
+def right_class(i, j):
+    """Detection j of image i names the class of the object its box overlaps most."""
+    gt = int(box_iou(outputs100[i]["boxes"][j][None], targets100[i]["boxes"]).argmax())
+    return int(outputs100[i]["labels"][j]) == int(targets100[i]["labels"][gt])
+
+
+shown = [(float(o["source_iou"][j]), i, j) for i, o in enumerate(on_proposals)
+         for j in range(len(o["scores"])) if o["scores"][j] >= SCORE and right_class(i, j)]
+moved_iou, i, j = min(shown)  # the detection whose proposal moved most
+final_box, proposal_box = outputs100[i]["boxes"][j], on_proposals[i]["proposals"][j]  # (4,) x2
+gt_mask = targets100[i]["masks"][int(box_iou(final_box[None], targets100[i]["boxes"]).argmax())].bool()  # (128, 128)
+corners = torch.stack([final_box, proposal_box])  # (2, 4)
+x1, y1 = corners[:, :2].min(dim=0).values.tolist()
+x2, y2 = corners[:, 2:].max(dim=0).values.tolist()
+fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), layout="constrained")
+for ax, name, out, box in ((axes[0], "final box", outputs100[i], final_box),
+                           (axes[1], "proposal", on_proposals[i], proposal_box)):
+    mask = out["masks"][j, 0] > 0.5  # (128, 128)
+    assert mask.shape == gt_mask.shape == (128, 128)
+    ax.imshow(to_numpy_image(images100[i]))
+    ax.imshow(np.where(mask.numpy(), 1.0, np.nan), cmap="autumn", alpha=0.6, vmin=0, vmax=1)
+    ax.contour(gt_mask.numpy(), levels=[0.5], colors="white", linewidths=1.2)
+    draw_boxes(ax, None, box[None], color="cyan", linewidth=1.5)
+    ax.set(title=f"mask on the {name}: mask IoU {float((mask & gt_mask).sum() / (mask | gt_mask).sum()):.2f}",
+           xlim=(x1 - 6, x2 + 6), ylim=(y2 + 6, y1 - 6))
+fig.suptitle(f"held-out image {i}, {class_names[int(outputs100[i]['labels'][j])]} {float(outputs100[i]['scores'][j]):.2f}: "
+             f"its proposal overlaps its final box at IoU {moved_iou:.2f}")
+plt.show()
 
 # %% [markdown]
 # ## Summary
