@@ -3,8 +3,8 @@
 Notebooks from 04 on need a model that has learned something -- proposals that hug objects, RoI
 features worth looking at, masks. Nothing may be downloaded, so the first call trains the
 `shapes_tiny` model on the built-in shapes data for a fixed number of steps (deterministic: same
-seed, same data, same schedule; a few minutes on a 2-core CPU) and caches the checkpoint; every
-later call loads it in about a second. Each notebook calls this function, so each still runs
+seed, same data, same schedule; 6-13 minutes on a 2-core CPU, with the machine's speed) and caches
+the checkpoint; every later call loads it in about a second. Each notebook calls this function, so each still runs
 alone, in any order, on a fresh clone.
 
 Where the cache lives: ``$MRCNN_TEACH_CACHE`` if set, else ``$XDG_CACHE_HOME/mrcnn_teach``, else
@@ -121,8 +121,8 @@ def _train_into(path: Path, steps: int) -> None:
 def trained_shapes_model(steps: int = DEFAULT_STEPS, kernels: str | None = None) -> nn.Module:
     """The `shapes_tiny` Mask R-CNN trained for `steps` steps on the shapes data, in eval mode on the CPU.
 
-    Trains on the first call (a few CPU minutes for the default) and caches the checkpoint; later
-    calls load it. `kernels` overrides the NMS/RoIAlign set ("teaching", "torchvision", "mixed").
+    Trains on the first call (6-13 minutes on a 2-core CPU for the default) and caches the checkpoint;
+    later calls load it. `kernels` overrides the NMS/RoIAlign set ("teaching", "torchvision", "mixed").
     The class names are on `model.class_names`.
     """
     from .checkpoint import load_checkpoint, model_from_checkpoint

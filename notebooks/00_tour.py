@@ -21,7 +21,7 @@
 #
 # **Run time:** about 90 s on a 2-core CPU (86 s measured on a busy one; most of it scores the
 # model on 100 held-out images); the first notebook you run also trains the shared shapes model
-# once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+# once, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

@@ -22,7 +22,7 @@
 # $n \mapsto \lceil n/2 \rceil$, and cell $i$ of a stride-$2^l$ map centred on pixel $i \cdot 2^l$)
 #
 # **Run time:** about 1–1.5 minutes on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+# model once, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

@@ -22,7 +22,7 @@
 # [03 — Anchors](03_anchors.ipynb) (the A anchors it scores, and how well they fit the shapes).
 #
 # **Run time:** about a minute on a 2-core CPU once the shared shapes model is trained; the first notebook
-# you run trains it, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead), and later notebooks load it in a second.
+# you run trains it, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead), and later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

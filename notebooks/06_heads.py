@@ -24,7 +24,7 @@
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (cutting fixed-size features out of a box).
 #
 # **Run time:** about 20 s on a 2-core CPU (measured 19 s; 2.5 minutes when other jobs share it); the first notebook you run
-# also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+# also trains the shared shapes model once, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

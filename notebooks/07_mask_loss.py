@@ -23,7 +23,7 @@
 # [05 — RoIPool vs RoIAlign](05_roi_align.ipynb) (how the targets are resampled, and the `aligned` flag).
 #
 # **Run time:** about 25 s on a 2-core CPU; the first notebook you run also trains the shared shapes
-# model once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
+# model once, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
 # On Google Colab, install mrcnn_teach from its repository, keeping Colab's own torch and torchvision.

@@ -27,7 +27,7 @@
 # **Run time:** about 4 to 5 minutes of CPU on a 2-core machine (272 s under nbval on one thread; nearly 10
 # minutes of wall time when the machine was shared with other jobs), most of it the live training of
 # section 3 and its one-batch overfit; the first
-# notebook you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it
+# notebook you run also trains the shared shapes model once, 6 to 13 minutes on a 2-core CPU (700 steps; `make model` trains it ahead); later notebooks load it
 # in a second.
 
 # %%

@@ -27,7 +27,7 @@
 # **Run time:** about a minute on a 2-core CPU (measured: 64 s of CPU time on one thread; most of it
 # goes to running the model on 100 held-out images four times, once in section 8 and once per NMS
 # threshold in section 9); the first notebook
-# you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps;
+# you run also trains the shared shapes model once, 6 to 13 minutes on a 2-core CPU (700 steps;
 # `make model` trains it ahead); later notebooks load it in a second.
 
 # %%

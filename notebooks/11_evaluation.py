@@ -30,7 +30,7 @@
 #
 # **Run time:** about 1 minute on a 2-core CPU (38 s measured on an idle machine, 114 s on a busy one;
 # most of it running the model over 100 images and scoring ten score thresholds); the first notebook
-# you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU (700 steps;
+# you run also trains the shared shapes model once, 6 to 13 minutes on a 2-core CPU (700 steps;
 # `make model` trains it ahead); later notebooks load it in a second.
 
 # %%

@@ -30,7 +30,7 @@
 # **Run time:** about 9 minutes on a 2-core CPU the first time (519 s measured), nearly all of it the three
 # live training runs of sections 6 and 7, which print their CPU time (about 5 CPU-minutes each on two
 # threads). They are then cached, so a second run of the notebook takes about a minute (60 s measured).
-# The first notebook you run also trains the shared shapes model once, about 13 minutes on a 2-core CPU
+# The first notebook you run also trains the shared shapes model once, 6 to 13 minutes on a 2-core CPU
 # (700 steps; `make model` trains it ahead); later notebooks load it in a second.
 
 # %%
