@@ -4,12 +4,13 @@
 
 Same four-model setup as `bench_vs_torchvision.py` (same weights, same images), two of the models:
 torchvision's `maskrcnn_resnet50_fpn` and ours as `build_maskrcnn("resnet50_fpn")` builds it. After
-one warm-up round, one inference and one training step of each run under `torch.profiler`, and each
-op's own CPU time (children excluded) goes into one of two groups:
+one warm-up round, `--rounds` inferences and training steps of each run under `torch.profiler`,
+alternating between the models, and each op's own CPU time (children excluded) goes into one of two
+groups; the call with the median total is reported:
 
 - **network**: convolutions, linear layers, batch norm, ReLU, max-pool and nearest upsampling,
   forward and backward. Both models call the same ATen kernels with tensors of the same shapes
-  for these (the weights are equal, tests/test_torchvision_equivalence.py), so no implementation
+  for these (the weights are equal, tests/test_model_equivalence.py), so no implementation
   of Mask R-CNN's own parts can make them cheaper.
 - **the rest**: everything Mask R-CNN adds around the network -- anchors, box coding, NMS,
   matching and sampling, RoIAlign, the losses, pasting masks -- plus the small tensor ops in between.

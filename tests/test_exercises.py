@@ -118,3 +118,20 @@ def test_a_check_refuses_the_library_call_hidden_in_a_helper(capsys):
         capsys.readouterr()
         assert nb06.check_levels_at_low_scale(answers[name]) is False, name
         assert "don't call assign_levels" in capsys.readouterr().out, name
+
+
+def test_the_budget_check_does_not_take_a_setting_the_notebook_printed(capsys, monkeypatch):
+    """Notebook 10's Exercise 2: a setting of section 9's table is refused before anything runs (whether
+    it would pass depends on the training's last bits); one between the printed ones is scored."""
+    from mrcnn_teach.exercises import nb10
+
+    scored = []
+    monkeypatch.setattr(nb10, "_design_score", lambda settings, size, seed: scored.append(settings) or (2.5, 0.7))
+    for s, t, agnostic in [(0.5, 0.3, False), (0.7, 0.7, False), (0.05, 0.5, True)]:
+        capsys.readouterr()
+        assert nb10.check_inference_settings(lambda: dict(score_thresh=s, nms_thresh=t, class_agnostic=agnostic)) is False
+        assert "is printed in section 9" in capsys.readouterr().out
+    assert scored == []
+    assert nb10.check_inference_settings(lambda: dict(score_thresh=0.55, nms_thresh=0.5, class_agnostic=False)) is True
+    assert nb10.check_inference_settings(lambda: dict(score_thresh=0.5, nms_thresh=0.3, class_agnostic=True)) is True
+    assert len(scored) == 2

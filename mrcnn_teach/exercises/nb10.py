@@ -78,7 +78,15 @@ BUDGET = 3.0  # detections per image on average: the mask branch's work, 2.5x le
 # thresholds 0.05..0.9, NMS thresholds 0.3..0.7, per-class or class-agnostic; measured 2026-12-01 on the
 # 700-step cached model). Visible: 100 held-out images of seed 1 (best under the budget 0.67,
 # per-class NMS at score 0.6: 0.66, at 0.7: 0.64); hidden: 60 images of seed 7 (best 0.65, at 0.7: 0.62).
+# The model trained on another CPU differs in the last bits, and 700 steps make that visible: on
+# 2026-12-02's machine mask AP 0.690 against 0.680; the solution (score 0.55, per-class NMS 0.5) scored
+# 2.74 detections / 0.671 on the visible set and 2.78 / 0.661 on the hidden one there.
 DESIGN_SETS = {False: dict(size=100, seed=1, bar=0.65), True: dict(size=60, seed=7, bar=0.622)}
+# The settings section 9 prints: score thresholds x NMS thresholds with per-class NMS, and one
+# class-agnostic row. Its score-0.5 rows sit at about 3 detections per image, under the budget for
+# some trainings of the model and over it for others, so instead of hoping none passes, the check
+# does not take them: the exercise is to measure settings the notebook did not.
+SECTION9_SCORES, SECTION9_NMS, SECTION9_AGNOSTIC = (0.05, 0.3, 0.5, 0.7), (0.3, 0.5, 0.7), ((0.05, 0.5),)
 
 
 @contextlib.contextmanager
@@ -129,6 +137,11 @@ def check_inference_settings(answer, hidden=False) -> bool:
         assert not missing, f"the dict lacks {sorted(missing)}"
         s, t = float(settings["score_thresh"]), float(settings["nms_thresh"])
         assert 0 <= s < 1 and 0 < t <= 1, f"score_thresh in [0, 1) and nms_thresh in (0, 1], got {s}, {t}"
+        printed = ({(a, b, False) for a in SECTION9_SCORES for b in SECTION9_NMS}
+                   | {(a, b, True) for a, b in SECTION9_AGNOSTIC})
+        assert (round(s, 6), round(t, 6), bool(settings["class_agnostic"])) not in printed, (
+            f"score_thresh={s}, nms_thresh={t}, class_agnostic={bool(settings['class_agnostic'])} is printed in "
+            f"section 9: measure settings between the printed ones and choose among those")
         case = DESIGN_SETS[bool(hidden)]
         per_image, ap = _design_score(dict(settings, score_thresh=s, nms_thresh=t), case["size"], case["seed"])
         where = f"{case['size']} held-out images"
