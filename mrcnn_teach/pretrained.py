@@ -4,8 +4,8 @@ Notebooks from 04 on need a model that has learned something -- proposals that h
 features worth looking at, masks. Nothing may be downloaded, so the first call trains the
 `shapes_tiny` model on the built-in shapes data for a fixed number of steps (deterministic: same
 seed, same data, same schedule; 6-13 minutes on a 2-core CPU, with the machine's speed) and caches
-the checkpoint; every later call loads it in about a second. Each notebook calls this function, so each still runs
-alone, in any order, on a fresh clone.
+the checkpoint; every later call loads it in about a second. Each notebook calls this function, so
+each still runs alone, in any order, on a fresh clone.
 
 Where the cache lives: ``$MRCNN_TEACH_CACHE`` if set, else ``$XDG_CACHE_HOME/mrcnn_teach``, else
 ``~/.cache/mrcnn_teach``. The file name carries a fingerprint of everything that decides the

@@ -163,8 +163,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # CPU minutes --set "scale_jitter=(0.6, 2.5)" lifts mask AP50 on shapes drawn 0.5x-2x the training
     # sizes (0.62 -> 0.65-0.69) but costs 0.04-0.07 on the training sizes (benchmarks/README.md).
     # workers=0: the images are drawn in the training process. On a 2-core CPU two loader processes
-    # only take cores from the step (a run 7% slower, benchmarks/README.md); each sample is seeded
-    # by its index, so a fixed number of steps gives the same weights to the last bit either way.
+    # only take cores from the step (700 steps: 425 s against 377 s, benchmarks/README.md); each
+    # sample is seeded by its index, so a fixed number of steps gives the same weights either way.
     "shapes_tiny": TrainConfig(
         model="shapes_tiny", train_images=2000, val_images=100, image_size=128,
         epochs=12, batch_size=8, lr=0.02, lr_batch=8, warmup_steps=100, milestones=(0.75, 0.9),
